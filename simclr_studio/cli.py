@@ -1,0 +1,320 @@
+"""The ``simclr-studio`` command: train, embed, eval and export from the shell.
+
+Expected failures (missing folder, bad config, corrupt checkpoint...) print one line and exit 2;
+only real bugs print a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from simclr_studio import __version__
+
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+class CliError(Exception):
+    pass
+
+
+def demo_folder() -> Path:
+    """The bundled demo images (inside the installed package, or resources/ in a source checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "resources" / "demo", here.parent / "resources" / "demo"):
+        if candidate.is_dir():
+            return candidate
+    raise CliError("the bundled demo folder is missing from this installation")
+
+
+# ---- train ----------------------------------------------------------------------------------
+def _train_config(args):
+    from simclr_studio.config import AugmentConfig, RunConfig
+
+    if args.config:
+        cfg = RunConfig.load(args.config)
+    else:
+        cfg = RunConfig()
+    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "backbone", "device", "seed", "optimizer",
+                                              "lr", "temperature", "num_workers") if getattr(args, k) is not None}
+    image_size_given = args.image_size is not None
+    if image_size_given:
+        overrides["image_size"] = args.image_size
+    for key, value in overrides.items():
+        setattr(cfg, key, value)
+    if image_size_given and not (args.config and "augment" in json.loads(Path(args.config).read_text())):
+        cfg.augment = AugmentConfig.for_image_size(cfg.image_size)
+    if args.mask:
+        cfg.augment.mask_p = args.mask
+    return cfg
+
+
+def cmd_train(args) -> int:
+    from simclr_studio.config import RunConfig
+    from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, PrepareProgress,
+                                      RunFinished, RunStarted, StepEvent)
+    from simclr_studio.train import CONFIG_FILE, Trainer, last_checkpoint
+
+    if args.demo and args.data_dir:
+        raise CliError("give either DATA_DIR or --demo, not both")
+    out = Path(args.out)
+    if args.resume:
+        if not last_checkpoint(out).exists():
+            raise CliError(f"nothing to resume: no checkpoint at {last_checkpoint(out)}")
+        cfg = RunConfig.load(out / CONFIG_FILE)
+        if args.epochs is not None:
+            cfg.epochs = args.epochs  # extending a finished run is allowed
+    else:
+        data_dir = str(demo_folder()) if args.demo else args.data_dir
+        if not data_dir:
+            raise CliError("DATA_DIR is required (or --demo for the bundled images)")
+        if not Path(data_dir).is_dir():
+            raise CliError(f"data folder not found: {data_dir}")
+        if last_checkpoint(out).exists():
+            raise CliError(f"{out} already holds a run; use --resume to continue it or choose another --out")
+        cfg = _train_config(args)
+        cfg.data_dir = str(Path(data_dir).resolve())
+        if args.demo and args.epochs is None and not args.config:
+            cfg.epochs = 10
+        if args.demo and args.batch_size is None and not args.config:
+            cfg.batch_size = 128
+        if args.demo and args.image_size is None and not args.config:
+            from simclr_studio.config import AugmentConfig
+
+            cfg.image_size = 28
+            cfg.augment = AugmentConfig.for_image_size(28)
+    cfg.validate()
+
+    from tqdm import tqdm
+
+    bar = None
+    quiet = args.quiet
+    status = {"error": None}
+
+    def on_event(event):
+        nonlocal bar
+        if isinstance(event, PrepareProgress) and not quiet and event.stage == "decode":
+            if bar is None or bar.desc != event.stage:
+                if bar is not None:
+                    bar.close()
+                bar = tqdm(total=event.total, desc=event.stage, unit="img", leave=False, file=sys.stderr)
+            bar.n = event.done
+            bar.refresh()
+        elif isinstance(event, RunStarted):
+            if bar is not None:
+                bar.close()
+            print(f"training {event.backbone} on {event.device}: {event.n_images} images, "
+                  f"{event.steps_per_epoch} steps/epoch, {'RAM cache' if event.cached else 'streaming'}"
+                  + (f", resuming at step {event.start_global_step}" if event.start_global_step else ""), file=sys.stderr)
+            bar = None if quiet else tqdm(total=event.total_steps, initial=event.start_global_step, desc="train",
+                                          unit="step", file=sys.stderr, dynamic_ncols=True)
+        elif isinstance(event, StepEvent) and bar is not None:
+            bar.update(event.global_step - bar.n)
+            bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}", lr=f"{event.lr:.3g}",
+                            img_s=f"{event.images_per_s:.0f}", refresh=False)
+        elif isinstance(event, EpochEvent):
+            msg = f"epoch {event.epoch + 1}: loss {event.loss:.4f}, {event.seconds:.1f}s, {event.images_per_s:.0f} img/s"
+            (bar.write if bar is not None else print)(msg)
+        elif isinstance(event, EvalEvent):
+            msg = f"epoch {event.epoch + 1}: kNN accuracy {event.knn_accuracy:.4f} (leave-one-out, {event.n_images} images)"
+            (bar.write if bar is not None else print)(msg)
+        elif isinstance(event, CheckpointEvent) and event.reason == "stop":
+            print(f"checkpoint saved: {event.path}", file=sys.stderr)
+        elif isinstance(event, LogEvent) and not quiet:
+            (bar.write if bar is not None else print)(event.message)
+        elif isinstance(event, ErrorEvent):
+            status["error"] = event.message
+        elif isinstance(event, RunFinished) and bar is not None:
+            bar.close()
+
+    trainer = Trainer(cfg, out, on_event=on_event, resume=args.resume)
+
+    def on_sigint(signum, frame):
+        print("\nstopping: saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+        trainer.stop()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        result = trainer.run()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if result == "failed":
+        raise CliError(status["error"] or "training failed")
+    print(f"{result}: run folder {out} (resume with: simclr-studio train --out {out} --resume)"
+          if result == "stopped" else f"{result}: run folder {out}")
+    return 0 if result == "completed" else EXIT_FAILED if result == "failed" else 130
+
+
+# ---- embed / eval / export --------------------------------------------------------------------
+def _features(run, data_dir: str, batch_size: int, device: str, quiet: bool):
+    """Scan + decode + extract features for a folder, with progress bars."""
+    import torch
+    from tqdm import tqdm
+
+    from simclr_studio.data import decode_all, scan_folder
+    from simclr_studio.device import resolve_device
+    from simclr_studio.evaluate import extract_features, iter_batches
+
+    if not Path(data_dir).is_dir():
+        raise CliError(f"data folder not found: {data_dir}")
+    scan = scan_folder(data_dir)
+    if len(scan) == 0:
+        raise CliError(f"no images found in {data_dir}")
+    size = run.config.image_size
+    with tqdm(total=len(scan), desc="decode", unit="img", disable=quiet, leave=False, file=sys.stderr) as bar:
+        images, failures = decode_all(scan.paths, size, progress=lambda d, t: bar.update(d - bar.n))
+    if failures:
+        keep = torch.tensor([i for i in range(len(scan)) if i not in failures], dtype=torch.long)
+        images = images.index_select(0, keep)
+        scan = scan.drop(failures)
+    for s in scan.skipped:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
+    dev = resolve_device(device)
+    run.model.to(dev)
+    with tqdm(total=len(scan), desc="embed", unit="img", disable=quiet, leave=False, file=sys.stderr) as bar:
+        feats = extract_features(run.model.backbone, iter_batches(images, batch_size), dev,
+                                 progress=lambda d, t: bar.update(d - bar.n))
+    return scan, feats
+
+
+def cmd_embed(args) -> int:
+    from simclr_studio.export import save_embeddings
+    from simclr_studio.runs import load_run
+
+    run = load_run(args.run_dir, args.checkpoint)
+    scan, feats = _features(run, args.data_dir, args.batch_size, args.device, args.quiet)
+    path = save_embeddings(args.out, feats, scan.paths, scan.labels, scan.classes)
+    print(f"wrote {feats.shape[0]} × {feats.shape[1]} features to {path}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from simclr_studio.evaluate import evaluate_features
+    from simclr_studio.runs import load_run
+
+    run = load_run(args.run_dir, args.checkpoint)
+    scan, feats = _features(run, args.data_dir, args.batch_size, args.device, args.quiet)
+    if not scan.labeled:
+        raise CliError(f"{args.data_dir} has no class subfolders: evaluation needs labels (one subfolder per class)")
+    labeled = [i for i, l in enumerate(scan.labels) if l >= 0]
+    train_f, train_y = feats[labeled], [scan.labels[i] for i in labeled]
+    test_f = test_y = None
+    if args.test_dir:
+        tscan, tfeats = _features(run, args.test_dir, args.batch_size, args.device, args.quiet)
+        if tscan.classes != scan.classes:
+            raise CliError(f"the test folder's classes {tscan.classes} differ from the training folder's {scan.classes}")
+        keep = [i for i, l in enumerate(tscan.labels) if l >= 0]
+        test_f, test_y = tfeats[keep], [tscan.labels[i] for i in keep]
+    report = evaluate_features(train_f, train_y, len(scan.classes), test_f, test_y)
+    print(f"checkpoint {run.checkpoint} (epoch {run.epoch})")
+    print(report.format())
+    if args.json:
+        from simclr_studio.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(report.__dict__, indent=2) + "\n")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from simclr_studio.export import export_weights
+    from simclr_studio.runs import load_run
+
+    run = load_run(args.run_dir, args.checkpoint)
+    if args.format == "onnx":
+        try:
+            import onnx  # noqa: F401
+        except ImportError:
+            raise CliError("ONNX export needs the onnx extra: pip install 'simclr-studio[onnx]'") from None
+    written = export_weights(run, args.format, args.out)
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
+# ---- parser ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from simclr_studio.config import BACKBONES, DEVICES, OPTIMIZERS
+
+    parser = argparse.ArgumentParser(prog="simclr-studio", description="Train SimCLR encoders on your own image folders.")
+    parser.add_argument("--version", action="version", version=f"simclr-studio {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a SimCLR encoder on an image folder",
+                       description="Train a SimCLR encoder. Ctrl-C saves a checkpoint; --resume continues.")
+    t.add_argument("data_dir", nargs="?", metavar="DATA_DIR", help="folder of images (class subfolders optional)")
+    t.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder for config, checkpoints and events")
+    t.add_argument("--demo", action="store_true", help="train on the bundled demo images")
+    t.add_argument("--config", metavar="FILE.json", help="a saved config.json to start from")
+    t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int, dest="batch_size")
+    t.add_argument("--backbone", help=f"{', '.join(BACKBONES)} or auto (resnet18 on a GPU, small-cnn on a CPU)")
+    t.add_argument("--image-size", type=int, dest="image_size")
+    t.add_argument("--device", choices=DEVICES, help="auto picks cuda > mps > cpu")
+    t.add_argument("--optimizer", choices=OPTIMIZERS)
+    t.add_argument("--lr", type=float, help="peak learning rate (default: base × batch / 256)")
+    t.add_argument("--temperature", type=float)
+    t.add_argument("--mask", type=float, metavar="P", help="probability of the mask-box augmentation")
+    t.add_argument("--num-workers", type=int, dest="num_workers", help="loader processes when not cached in RAM")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(func=cmd_train)
+
+    def run_args(p):
+        p.add_argument("run_dir", metavar="RUN_DIR")
+        p.add_argument("--checkpoint", help="a checkpoint file of the run (default: the latest)")
+
+    def feature_args(p):
+        p.add_argument("--batch-size", type=int, default=256, dest="batch_size")
+        p.add_argument("--device", choices=DEVICES, default="auto")
+        p.add_argument("--quiet", action="store_true")
+
+    e = sub.add_parser("embed", help="compute encoder features for a folder")
+    run_args(e)
+    e.add_argument("data_dir", metavar="DATA_DIR")
+    e.add_argument("--out", required=True, metavar="FEATURES.npz", help=".npz or .csv")
+    feature_args(e)
+    e.set_defaults(func=cmd_embed)
+
+    v = sub.add_parser("eval", help="kNN and linear-probe accuracy on frozen features (needs class subfolders)")
+    run_args(v)
+    v.add_argument("data_dir", metavar="DATA_DIR")
+    v.add_argument("--test-dir", metavar="DIR", help="held-out folder with the same classes (default: 80/20 split)")
+    v.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    feature_args(v)
+    v.set_defaults(func=cmd_eval)
+
+    x = sub.add_parser("export", help="export the trained encoder weights")
+    run_args(x)
+    x.add_argument("--format", choices=("pt", "safetensors", "onnx"), required=True)
+    x.add_argument("--out", required=True, metavar="PATH")
+    x.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from simclr_studio.checkpoint import CheckpointError
+    from simclr_studio.config import ConfigError
+    from simclr_studio.data import DataError
+
+    try:
+        return args.func(args)
+    except (CliError, CheckpointError, ConfigError, DataError) as exc:
+        print(f"simclr-studio: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("simclr-studio: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""Choosing the compute device and the settings that depend on it."""
+
+from __future__ import annotations
+
+import torch
+
+from simclr_studio.config import ConfigError
+
+
+def available_devices() -> list[str]:
+    """Devices actually present, best first (the GUI lists these)."""
+    found = []
+    if torch.cuda.is_available():
+        found += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        found.append("mps")
+    found.append("cpu")
+    return found
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda > mps > cpu; an explicit device that is absent is a ConfigError."""
+    if name == "auto":
+        return torch.device(available_devices()[0].split(":")[0] if available_devices()[0] != "cpu" else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError("device cuda requested but no CUDA GPU is available (try --device cpu)")
+    if name == "mps" and "mps" not in available_devices():
+        raise ConfigError("device mps requested but Apple's MPS backend is not available")
+    return torch.device(name)
+
+
+def describe(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it (no loss scaling needed), else fp16; None off CUDA."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -1,0 +1,181 @@
+"""Typed progress events reported by the trainer, and the ``events.jsonl`` log that records them.
+
+Whoever drives training (CLI, GUI worker, a test) receives these objects through a callback;
+the same events are appended to ``RUN_DIR/events.jsonl`` (one JSON object per line, flushed at
+once) so another process can follow a run live.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+EVENTS_FILE = "events.jsonl"
+
+
+@dataclass
+class Event:
+    kind: ClassVar[str] = "event"
+    time: float = field(default_factory=time.time, kw_only=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"event": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclass
+class RunStarted(Event):
+    kind: ClassVar[str] = "run_started"
+    run_dir: str
+    device: str
+    backbone: str
+    n_images: int
+    steps_per_epoch: int
+    total_steps: int
+    start_epoch: int
+    start_global_step: int
+    cached: bool
+    labeled: bool
+
+
+@dataclass
+class PrepareProgress(Event):
+    """Scanning or decoding the folder before the first step."""
+
+    kind: ClassVar[str] = "prepare"
+    stage: str
+    done: int
+    total: int
+
+
+@dataclass
+class StepEvent(Event):
+    kind: ClassVar[str] = "step"
+    epoch: int
+    step: int  # within the epoch
+    global_step: int  # steps done so far, this one included
+    total_steps: int
+    loss: float
+    lr: float
+    images_per_s: float
+    eta_s: float
+
+
+@dataclass
+class EpochEvent(Event):
+    kind: ClassVar[str] = "epoch"
+    epoch: int
+    loss: float  # mean over the epoch's steps
+    seconds: float
+    images_per_s: float
+
+
+@dataclass
+class EvalEvent(Event):
+    kind: ClassVar[str] = "eval"
+    epoch: int
+    knn_accuracy: float
+    n_images: int
+
+
+@dataclass
+class CheckpointEvent(Event):
+    kind: ClassVar[str] = "checkpoint"
+    path: str
+    epoch: int
+    global_step: int
+    reason: str  # "epoch" or "stop"
+
+
+@dataclass
+class StateEvent(Event):
+    kind: ClassVar[str] = "state"
+    state: str  # "paused" or "running"
+
+
+@dataclass
+class LogEvent(Event):
+    kind: ClassVar[str] = "log"
+    message: str
+
+
+@dataclass
+class ErrorEvent(Event):
+    kind: ClassVar[str] = "error"
+    message: str
+    category: str  # "nan", "oom", "data", "config", "error"
+
+
+@dataclass
+class RunFinished(Event):
+    kind: ClassVar[str] = "finished"
+    status: str  # "completed", "stopped" or "failed"
+    epoch: int
+    global_step: int
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (RunStarted, PrepareProgress, StepEvent, EpochEvent, EvalEvent, CheckpointEvent,
+                StateEvent, LogEvent, ErrorEvent, RunFinished)
+}
+
+EventCallback = Callable[[Event], None]
+
+
+def event_from_dict(data: dict[str, Any]) -> Event | None:
+    """Rebuild an event from its JSON form; unknown kinds (from a newer version) give None."""
+    data = dict(data)
+    cls = EVENT_TYPES.get(data.pop("event", ""))
+    if cls is None:
+        return None
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class EventLog:
+    """Appends events to events.jsonl; each line is flushed so followers see it at once."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")
+
+    def write(self, event: Event) -> None:
+        if event.kind == "prepare":  # transient progress: not worth keeping
+            return
+        self._file.write(json.dumps(event.to_dict()) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_events(path: Path) -> list[Event]:
+    """All complete events in a log (a half-written last line, from a live run, is ignored)."""
+    return list(follow_events(path, 0)[0])
+
+
+def follow_events(path: Path, offset: int) -> tuple[Iterator[Event], int]:
+    """Events appended since byte ``offset``; returns (events, new offset). For following a live run."""
+    path = Path(path)
+    if not path.exists():
+        return iter(()), offset
+    with open(path, "rb") as f:
+        f.seek(offset)
+        chunk = f.read()
+    end = chunk.rfind(b"\n")
+    if end < 0:
+        return iter(()), offset
+    events = []
+    for line in chunk[: end + 1].splitlines():
+        try:
+            event = event_from_dict(json.loads(line))
+        except (json.JSONDecodeError, TypeError):
+            continue
+        if event is not None:
+            events.append(event)
+    return iter(events), offset + end + 1

@@ -1,0 +1,105 @@
+"""Exporting a trained encoder (state_dict .pt / .safetensors / ONNX) and embeddings (.npz / CSV).
+
+Backbone state_dict keys match torchvision's ResNet with ``fc`` removed, so the weights load into
+plain ``torchvision.models.resnet18()`` (with the small stem applied when the metadata says so).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from simclr_studio import __version__
+from simclr_studio.augment import IMAGENET_MEAN, IMAGENET_STD
+from simclr_studio.checkpoint import _atomic_write, atomic_torch_save, atomic_write_bytes, atomic_write_text
+from simclr_studio.runs import LoadedRun
+
+FORMATS = ("pt", "safetensors", "onnx")
+
+
+def metadata(run: LoadedRun) -> dict:
+    cfg = run.config
+    return {
+        "producer": f"simclr-studio {__version__}",
+        "backbone": cfg.backbone,
+        "small_stem": cfg.resolved_small_stem(),
+        "feature_dim": run.model.feature_dim,
+        "image_size": cfg.image_size,
+        "input": "RGB float in [0, 1], normalised with mean/std below, NCHW",
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "epoch": run.epoch,
+        "global_step": run.global_step,
+        "checkpoint": str(run.checkpoint),
+    }
+
+
+def backbone_state_dict(run: LoadedRun) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().contiguous() for k, v in run.model.backbone.state_dict().items()}
+
+
+def export_weights(run: LoadedRun, fmt: str, out: str | Path) -> list[Path]:
+    """Write the encoder in ``fmt`` to ``out`` plus ``out.json`` metadata; returns the files written."""
+    out = Path(out)
+    meta = metadata(run)
+    if fmt == "pt":
+        atomic_torch_save(backbone_state_dict(run), out)
+    elif fmt == "safetensors":
+        from safetensors.torch import save
+
+        atomic_write_bytes(out, save(backbone_state_dict(run), metadata={k: json.dumps(v) for k, v in meta.items()}))
+    elif fmt == "onnx":
+        export_onnx(run, out)
+    else:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    meta_path = out.with_name(out.name + ".json")
+    atomic_write_text(meta_path, json.dumps({**meta, "format": fmt}, indent=2) + "\n")
+    return [out, meta_path]
+
+
+def export_onnx(run: LoadedRun, out: Path) -> None:
+    """ONNX graph of the encoder: input 'images' [N, 3, S, S] (normalised), output 'features' [N, D]."""
+    import warnings
+
+    model = run.model.backbone.cpu().eval()
+    size = run.config.image_size
+    dummy = torch.zeros(2, 3, size, size)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (dummy,), buffer, input_names=["images"], output_names=["features"],
+                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
+                          dynamo=False)
+    atomic_write_bytes(Path(out), buffer.getvalue())
+
+
+def save_embeddings(out: str | Path, features: np.ndarray, paths: Sequence[str], labels: Sequence[int],
+                    classes: Sequence[str], coords: np.ndarray | None = None) -> Path:
+    """Embeddings as .npz (features, paths, labels, classes[, coords]) or .csv (one row per image)."""
+    out = Path(out)
+    labels = np.asarray(labels, dtype=np.int64)
+    if out.suffix.lower() == ".csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        header = ["path", "label", "class"] + (["x", "y"] if coords is not None else [])
+        writer.writerow(header + [f"f{i}" for i in range(features.shape[1])])
+        for i, path in enumerate(paths):
+            cls = classes[labels[i]] if labels[i] >= 0 and len(classes) else ""
+            row = [path, int(labels[i]), cls] + ([f"{coords[i, 0]:.6g}", f"{coords[i, 1]:.6g}"] if coords is not None else [])
+            writer.writerow(row + [f"{v:.7g}" for v in features[i]])
+        atomic_write_text(out, buf.getvalue())
+    else:
+        if out.suffix.lower() != ".npz":
+            out = out.with_suffix(out.suffix + ".npz") if out.suffix else out.with_suffix(".npz")
+        arrays = dict(features=features.astype(np.float32), paths=np.asarray(paths, dtype=str), labels=labels,
+                      classes=np.asarray(list(classes), dtype=str))
+        if coords is not None:
+            arrays["coords"] = coords.astype(np.float32)
+        _atomic_write(out, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+    return out

@@ -1,0 +1,326 @@
+"""The training loop: plain, explicit, resumable, and driven by whoever holds the Trainer.
+
+Control (pause/resume/stop) is honoured between steps. Every step's randomness is a pure function
+of (seed, step), and each epoch's order of (seed, epoch), so a resumed run repeats exactly the
+losses an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from simclr_studio.augment import make_views, normalize, step_generator
+from simclr_studio.checkpoint import atomic_torch_save, load_training_checkpoint
+from simclr_studio.config import ConfigError, RunConfig
+from simclr_studio.data import BatchSource, DataError, ScanResult, decode_all, fits_in_ram, scan_folder
+from simclr_studio.device import amp_dtype, describe, resolve_device
+from simclr_studio.evaluate import extract_features, iter_batches, knn_accuracy
+from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, Event, EventLog, LogEvent,
+                                  PrepareProgress, RunFinished, RunStarted, StateEvent, StepEvent, EVENTS_FILE)
+from simclr_studio.loss import nt_xent
+from simclr_studio.model import SimCLRModel, build_model
+from simclr_studio.optim import build_optimizer, lr_at, set_lr
+
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+CONFIG_FILE = "config.json"
+CHECKPOINT_FORMAT = "simclr-studio-checkpoint"
+EVAL_MAX_IMAGES = 10_000  # online kNN on at most this many images, so evaluation stays cheap
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def last_checkpoint(run_dir: str | Path) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+
+
+def resolve_config(cfg: RunConfig, device: torch.device) -> RunConfig:
+    """Fill in the 'auto' choices, so the saved config says what actually ran."""
+    if cfg.backbone == "auto":
+        cfg.backbone = "resnet18" if device.type == "cuda" else "small-cnn"
+    if cfg.small_stem is None:
+        cfg.small_stem = cfg.resolved_small_stem()
+    return cfg
+
+
+class Trainer:
+    """Runs one SimCLR training run in ``run_dir`` and reports typed events to ``on_event``."""
+
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, on_event: Callable[[Event], None] | None = None,
+                 resume: bool = False, rank: int = 0, world_size: int = 1, gather=None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.on_event = on_event
+        self.resume = resume
+        self.rank, self.world_size, self.gather = rank, world_size, gather
+        self._stop = threading.Event()
+        self._running = threading.Event()
+        self._running.set()
+        self._log: EventLog | None = None
+        self.status = "created"
+
+    # ---- control (thread-safe; called from the GUI thread or a signal handler) -------------
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume_training(self) -> None:
+        self._running.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()  # wake a paused loop so it can stop
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def emit(self, event: Event) -> None:
+        if not self.is_main:
+            return
+        if self._log is not None:
+            self._log.write(event)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # ---- setup --------------------------------------------------------------------------------
+    def _prepare_data(self) -> tuple[ScanResult, BatchSource, torch.Tensor | None]:
+        cfg = self.cfg
+        scan = scan_folder(cfg.data_dir, progress=lambda d, t: self.emit(PrepareProgress(stage="scan", done=d, total=t)),
+                           should_stop=self._stop.is_set)
+        if len(scan) == 0:
+            raise DataError(f"no images found in {cfg.data_dir}" + (f" ({len(scan.skipped)} files skipped)" if scan.skipped else ""))
+        BatchSource.check_batch_size(len(scan), cfg.batch_size, self.world_size)  # fail before a long decode
+        cache = None
+        if fits_in_ram(len(scan), cfg.image_size, cfg.cache_ram_gb):
+            cache, failures = decode_all(
+                scan.paths, cfg.image_size,
+                progress=lambda d, t: self.emit(PrepareProgress(stage="decode", done=d, total=t)),
+                should_stop=self._stop.is_set)
+            if failures:
+                keep = torch.tensor([i for i in range(len(scan)) if i not in failures], dtype=torch.long)
+                cache = cache.index_select(0, keep)
+                scan = scan.drop(failures)
+        for skipped in scan.skipped:
+            self.emit(LogEvent(message=f"skipped {skipped.path}: {skipped.reason}"))
+        if len(scan) == 0:
+            raise DataError(f"no readable images in {cfg.data_dir}")
+        source = BatchSource(scan.paths, cfg.image_size, cfg.batch_size, cfg.seed, cache=cache,
+                             num_workers=cfg.num_workers, rank=self.rank, world_size=self.world_size)
+        return scan, source, cache
+
+    def _checkpoint(self, model, optimizer, scaler, epoch: int, step_in_epoch: int, global_step: int, reason: str) -> Path:
+        """Save everything resuming needs (rank 0 only), atomically; keep the newest per-epoch files."""
+        path = last_checkpoint(self.run_dir)
+        if not self.is_main:
+            return path
+        raw = model.module if hasattr(model, "module") else model
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model": raw.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {"kind": "warmup-cosine", "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
+                          "total_steps": self.total_steps},
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "global_step": global_step,
+            "world_size": self.world_size,
+            "config": self.cfg.to_json(),
+        }
+        atomic_torch_save(state, path)
+        if reason == "epoch":
+            import shutil
+
+            kept = path.parent / f"epoch_{epoch:04d}.pt"
+            shutil.copyfile(path, kept.with_suffix(".tmp"))
+            kept.with_suffix(".tmp").replace(kept)
+            old = sorted(path.parent.glob("epoch_*.pt"))
+            for stale in old[: max(0, len(old) - self.cfg.keep_checkpoints)]:
+                stale.unlink(missing_ok=True)
+        self.emit(CheckpointEvent(path=str(path), epoch=epoch, global_step=global_step, reason=reason))
+        return path
+
+    def _online_knn(self, model: SimCLRModel, scan: ScanResult, cache: torch.Tensor | None, device, epoch: int) -> None:
+        """Leave-one-out weighted kNN on unaugmented images: a cheap 'is it learning?' signal."""
+        labels = np.asarray(scan.labels)
+        idx = np.flatnonzero(labels >= 0)
+        if cache is None or len(idx) < 10:
+            return
+        if len(idx) > EVAL_MAX_IMAGES:
+            idx = np.sort(np.random.default_rng(0).choice(idx, EVAL_MAX_IMAGES, replace=False))
+        raw = model.module if hasattr(model, "module") else model
+        images = cache.index_select(0, torch.as_tensor(idx))
+        feats = extract_features(raw.backbone, iter_batches(images, 512), device)
+        acc = knn_accuracy(feats, labels[idx], feats, labels[idx], len(scan.classes), leave_one_out=True)
+        self.emit(EvalEvent(epoch=epoch, knn_accuracy=acc, n_images=len(idx)))
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> str:
+        """Train until done, stopped or failed; returns the final status. Never raises for expected failures."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.is_main:
+            self._log = EventLog(self.run_dir / EVENTS_FILE)
+        epoch, global_step = 0, 0
+        try:
+            self.status = self._run()
+        except (DataError, ConfigError) as exc:
+            self.emit(ErrorEvent(message=str(exc), category="data" if isinstance(exc, DataError) else "config"))
+            self.status = "failed"
+        except torch.OutOfMemoryError:
+            self.emit(ErrorEvent(category="oom", message=(
+                f"out of memory at batch size {self.cfg.batch_size} and image size {self.cfg.image_size}; "
+                f"try a batch size of {max(2, self.cfg.batch_size // 2)} or a smaller backbone")))
+            self.status = "failed"
+        except InterruptedError:
+            self.status = "stopped"
+        except Exception as exc:  # report, never die silently
+            self.emit(ErrorEvent(message=f"{type(exc).__name__}: {exc}", category="error"))
+            self.status = "failed"
+            raise
+        finally:
+            epoch, global_step = getattr(self, "_position", (0, 0))
+            self.emit(RunFinished(status=self.status, epoch=epoch, global_step=global_step))
+            if self._log is not None:
+                self._log.close()
+                self._log = None
+        return self.status
+
+    def _run(self) -> str:
+        cfg = self.cfg
+        device = resolve_device(cfg.device)
+        state = None
+        if self.resume and last_checkpoint(self.run_dir).exists():
+            state = load_training_checkpoint(last_checkpoint(self.run_dir))
+        resolve_config(cfg, device)
+        cfg.validate()
+        if self.is_main:
+            cfg.save(self.run_dir / CONFIG_FILE)
+
+        scan, source, cache = self._prepare_data()
+        torch.manual_seed(cfg.seed)  # model initialisation
+        model = build_model(cfg).to(device)
+        if state is not None:
+            model.load_state_dict(state["model"])
+        use_cl = cfg.channels_last and device.type == "cuda"
+        if use_cl:
+            model = model.to(memory_format=torch.channels_last)
+        train_model = self.wrap_model(model, device)
+
+        self.base_lr = cfg.resolved_lr(self.world_size)
+        steps_per_epoch = source.steps_per_epoch
+        self.total_steps = steps_per_epoch * cfg.epochs
+        self.warmup_steps = int(round(cfg.resolved_warmup_epochs() * steps_per_epoch))
+        optimizer = build_optimizer(model, cfg.optimizer, self.base_lr, cfg.resolved_weight_decay(), cfg.momentum)
+        dtype = amp_dtype(device) if cfg.amp else None
+        scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+        start_epoch, start_step, global_step = 0, 0, 0
+        if state is not None:
+            optimizer.load_state_dict(state["optimizer"])
+            if scaler is not None and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["rng"]["torch"])
+            start_epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+            if start_step >= steps_per_epoch:  # stopped after the last step of an epoch
+                start_epoch, start_step = start_epoch + 1, 0
+            self.emit(LogEvent(message=f"resumed from {last_checkpoint(self.run_dir)} at epoch {start_epoch + 1}, step {start_step}"))
+        self._position = (start_epoch, global_step)
+
+        self.emit(RunStarted(run_dir=str(self.run_dir), device=describe(device), backbone=cfg.backbone,
+                             n_images=len(scan), steps_per_epoch=steps_per_epoch, total_steps=self.total_steps,
+                             start_epoch=start_epoch, start_global_step=global_step, cached=source.cached,
+                             labeled=scan.labeled))
+        if start_epoch >= cfg.epochs:
+            return "completed"
+
+        train_model.train()
+        step_times: list[float] = []
+        for epoch in range(start_epoch, cfg.epochs):
+            epoch_start = time.perf_counter()
+            losses = []
+            first = start_step if epoch == start_epoch else 0
+            tick = time.perf_counter()
+            for step, batch in enumerate(source.batches(epoch, first), start=first):
+                if not self._running.is_set():
+                    self.emit(StateEvent(state="paused"))
+                    self._running.wait()
+                    if not self._stop.is_set():
+                        self.emit(StateEvent(state="running"))
+                    tick = time.perf_counter()
+                if self._stop.is_set():
+                    self._checkpoint(model, optimizer, scaler, epoch, step, global_step, "stop")
+                    return "stopped"
+                lr = lr_at(global_step, self.total_steps, self.warmup_steps, self.base_lr)
+                set_lr(optimizer, lr)
+                loss = self.train_step(train_model, optimizer, scaler, batch, device, global_step, dtype, use_cl)
+                if not math.isfinite(loss):
+                    self.emit(ErrorEvent(category="nan", message=(
+                        f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; training stopped and the last good "
+                        f"checkpoint was kept. Try a lower learning rate (now {lr:.4g}) or turn off mixed precision.")))
+                    return "failed"
+                global_step += 1
+                self._position = (epoch, global_step)
+                losses.append(loss)
+                now = time.perf_counter()
+                step_times.append(now - tick)
+                tick = now
+                recent = step_times[-20:]
+                sec_per_step = sum(recent) / len(recent)
+                self.emit(StepEvent(epoch=epoch, step=step, global_step=global_step, total_steps=self.total_steps,
+                                    loss=loss, lr=lr, images_per_s=cfg.batch_size * self.world_size / max(sec_per_step, 1e-9),
+                                    eta_s=sec_per_step * (self.total_steps - global_step)))
+            seconds = time.perf_counter() - epoch_start
+            if source.decode_failures:
+                self.emit(LogEvent(message=f"{source.decode_failures} file(s) failed to decode while streaming and "
+                                           "were replaced by grey images (see warnings)"))
+                source.decode_failures = 0
+            if self._stop.is_set() and not losses:
+                self._checkpoint(model, optimizer, scaler, epoch, first, global_step, "stop")
+                return "stopped"
+            self.emit(EpochEvent(epoch=epoch, loss=float(np.mean(losses)) if losses else float("nan"), seconds=seconds,
+                                 images_per_s=len(losses) * cfg.batch_size * self.world_size / max(seconds, 1e-9)))
+            if scan.labeled and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and self.is_main:
+                self._online_knn(model, scan, cache, device, epoch)
+            self._checkpoint(model, optimizer, scaler, epoch + 1, 0, global_step, "epoch")
+            self._position = (epoch + 1, global_step)
+        return "completed"
+
+    def wrap_model(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """Hook for data-parallel wrapping (DistributedDataParallel); the identity on one process."""
+        return model
+
+    def train_step(self, model, optimizer, scaler, batch: torch.Tensor, device: torch.device, global_step: int,
+                   dtype: torch.dtype | None, channels_last: bool) -> float:
+        cfg = self.cfg
+        batch = batch.to(device, non_blocking=True)
+        # Augmentation runs here, batched on the training device (the GPU when there is one).
+        g = step_generator(cfg.seed * max(1, self.world_size) + self.rank, global_step, device)
+        with torch.no_grad():
+            v1, v2 = make_views(batch, cfg.augment, cfg.image_size, g)
+            x = normalize(torch.cat((v1, v2), 0))
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            _, z = model(x)
+        z1, z2 = z.float().chunk(2)
+        loss = nt_xent(z1, z2, cfg.temperature, self.gather)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        return float(loss.detach())

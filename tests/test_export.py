@@ -1,0 +1,98 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from simclr_studio.config import RunConfig
+from simclr_studio.export import export_weights, save_embeddings
+from simclr_studio.runs import load_run
+from simclr_studio.train import Trainer
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """One epoch of resnet18 (small stem) and of small-cnn on a tiny folder."""
+    from conftest import make_image_folder
+
+    root = tmp_path_factory.mktemp("export")
+    data = make_image_folder(root / "data", classes=2, per_class=4, size=16)
+    runs = {}
+    for backbone in ("resnet18", "small-cnn"):
+        cfg = RunConfig(data_dir=str(data), backbone=backbone, image_size=16, batch_size=4, epochs=1, device="cpu",
+                        eval_every=0)
+        assert Trainer(cfg, root / backbone).run() == "completed"
+        runs[backbone] = load_run(root / backbone)
+    return runs
+
+
+def torchvision_resnet18(meta):
+    net = torchvision.models.resnet18()
+    if meta["small_stem"]:
+        net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        net.maxpool = torch.nn.Identity()
+    net.fc = torch.nn.Identity()
+    return net.eval()
+
+
+@pytest.mark.parametrize("fmt", ["pt", "safetensors"])
+def test_weights_load_in_plain_torchvision(trained_runs, tmp_path, fmt):
+    run = trained_runs["resnet18"]
+    out = tmp_path / f"encoder.{fmt}"
+    written = export_weights(run, fmt, out)
+    meta = json.loads((tmp_path / f"encoder.{fmt}.json").read_text())
+    assert written == [out, tmp_path / f"encoder.{fmt}.json"]
+    assert meta["backbone"] == "resnet18" and meta["image_size"] == 16 and len(meta["mean"]) == 3
+    if fmt == "pt":
+        state = torch.load(out, weights_only=True)
+    else:
+        from safetensors.torch import load_file
+
+        state = load_file(str(out))
+    assert not any(k.startswith("fc.") for k in state)
+    net = torchvision_resnet18(meta)
+    net.load_state_dict(state)  # strict: every key matches torchvision's ResNet
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net(x), run.model.backbone.eval()(x))
+
+
+def test_small_cnn_export_round_trip(trained_runs, tmp_path):
+    from simclr_studio.model import build_backbone
+
+    run = trained_runs["small-cnn"]
+    export_weights(run, "pt", tmp_path / "cnn.pt")
+    net, _ = build_backbone("small-cnn")
+    net.load_state_dict(torch.load(tmp_path / "cnn.pt", weights_only=True))
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(net.eval()(x), run.model.backbone.eval()(x))
+
+
+def test_onnx_matches_pytorch(trained_runs, tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    run = trained_runs["resnet18"]
+    export_weights(run, "onnx", tmp_path / "encoder.onnx")
+    session = ort.InferenceSession(str(tmp_path / "encoder.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(5, 3, 16, 16)  # a batch size other than the export's: the batch axis is dynamic
+    (onnx_out,) = session.run(["features"], {"images": x.numpy()})
+    with torch.no_grad():
+        torch_out = run.model.backbone.eval()(x).numpy()
+    assert onnx_out.shape == (5, 512)
+    np.testing.assert_allclose(onnx_out, torch_out, rtol=1e-4, atol=1e-4)
+
+
+def test_embeddings_npz_and_csv(tmp_path):
+    feats = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    paths, labels, classes = ["a.png", "b,c.png", "d.png"], [0, 1, -1], ["cat", "dog"]
+    npz = save_embeddings(tmp_path / "f.npz", feats, paths, labels, classes)
+    data = np.load(npz)
+    assert np.array_equal(data["features"], feats) and data["paths"].tolist() == paths
+    assert data["labels"].tolist() == labels and data["classes"].tolist() == classes
+    out = save_embeddings(tmp_path / "f.csv", feats, paths, labels, classes, coords=np.ones((3, 2)))
+    rows = list(csv.reader(out.open()))
+    assert rows[0][:5] == ["path", "label", "class", "x", "y"] and len(rows) == 4
+    assert rows[2][:3] == ["b,c.png", "1", "dog"] and rows[3][2] == ""
+    assert np.allclose([float(v) for v in rows[1][5:]], feats[0], atol=1e-6)

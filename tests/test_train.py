@@ -1,0 +1,154 @@
+import json
+import math
+import threading
+
+import pytest
+import torch
+
+from simclr_studio.checkpoint import load_training_checkpoint, safe_load
+from simclr_studio.config import RunConfig
+from simclr_studio.events import EVENTS_FILE, read_events
+from simclr_studio.train import Trainer, last_checkpoint
+
+
+def collect(cfg, run_dir, resume=False, stop_at=None, trainer_hook=None):
+    events = []
+    box = {}
+
+    def on_event(e):
+        events.append(e)
+        if stop_at is not None and e.kind == "step" and e.global_step == stop_at:
+            box["trainer"].stop()
+
+    trainer = Trainer(cfg, run_dir, on_event=on_event, resume=resume)
+    box["trainer"] = trainer
+    if trainer_hook:
+        trainer_hook(trainer)
+    status = trainer.run()
+    return status, events
+
+
+def losses(events):
+    return {e.global_step: e.loss for e in events if e.kind == "step"}
+
+
+def test_run_writes_config_checkpoints_and_events(tiny_config, tmp_path):
+    status, events = collect(tiny_config, tmp_path / "run")
+    assert status == "completed"
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "prepare" and "run_started" in kinds and kinds[-1] == "finished"
+    assert kinds.count("epoch") == 2 and kinds.count("eval") == 2 and kinds.count("checkpoint") == 2
+    steps = [e for e in events if e.kind == "step"]
+    assert len(steps) == 2 * (24 // 8) and all(math.isfinite(s.loss) and s.images_per_s > 0 for s in steps)
+    assert steps[-1].eta_s == 0
+    saved = RunConfig.load(tmp_path / "run" / "config.json")
+    assert saved.backbone == "small-cnn" and saved.small_stem is True and saved.epochs == 2
+    state = load_training_checkpoint(last_checkpoint(tmp_path / "run"))
+    assert state["epoch"] == 2 and state["global_step"] == 6 and set(state["rng"]) == {"torch", "cuda"}
+    assert json.loads(state["config"])["seed"] == 3
+    # The log on disk holds the same events (minus transient progress), readable by another process.
+    on_disk = read_events(tmp_path / "run" / EVENTS_FILE)
+    assert [e.kind for e in on_disk] == [k for k in kinds if k != "prepare"]
+    assert losses(on_disk) == losses(events)
+
+
+@pytest.mark.parametrize("stop_at", [2, 3])  # mid-epoch and exactly at an epoch boundary
+def test_resume_repeats_the_uninterrupted_run_exactly(tiny_config, tmp_path, stop_at):
+    tiny_config.epochs = 3
+    _, full = collect(tiny_config, tmp_path / "full")
+    status, first = collect(RunConfig.from_dict(tiny_config.to_dict()), tmp_path / "cut", stop_at=stop_at)
+    assert status == "stopped"
+    stop_ckpt = [e for e in first if e.kind == "checkpoint"][-1]
+    assert stop_ckpt.reason == "stop" and stop_ckpt.global_step == stop_at
+    status, second = collect(RunConfig.load(tmp_path / "cut" / "config.json"), tmp_path / "cut", resume=True)
+    assert status == "completed"
+    resumed = losses(second)
+    assert min(resumed) == stop_at + 1
+    combined = {**losses(first), **resumed}
+    assert combined.keys() == losses(full).keys()
+    for step, value in losses(full).items():
+        assert combined[step] == pytest.approx(value, rel=1e-6, abs=1e-7), f"step {step}"
+    a = safe_load(last_checkpoint(tmp_path / "full"))["model"]
+    b = safe_load(last_checkpoint(tmp_path / "cut"))["model"]
+    for key in a:
+        assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+    calls = {"n": 0}
+    original = Trainer.train_step
+
+    def flaky(self, *args, **kwargs):
+        calls["n"] += 1
+        return float("nan") if calls["n"] == 5 else original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "train_step", flaky)
+    status, events = collect(tiny_config, tmp_path / "run")
+    assert status == "failed"
+    errors = [e for e in events if e.kind == "error"]
+    assert len(errors) == 1 and errors[0].category == "nan" and "learning rate" in errors[0].message
+    state = load_training_checkpoint(last_checkpoint(tmp_path / "run"))
+    assert state["epoch"] == 1 and state["global_step"] == 3  # the epoch-1 checkpoint, untouched
+    assert events[-1].kind == "finished" and events[-1].status == "failed"
+
+
+def test_out_of_memory_is_reported(tiny_config, tmp_path, monkeypatch):
+    def oom(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(Trainer, "train_step", oom)
+    status, events = collect(tiny_config, tmp_path / "run")
+    error = [e for e in events if e.kind == "error"][0]
+    assert status == "failed" and error.category == "oom" and "batch size of 4" in error.message
+
+
+def test_pause_resume_and_stop_from_another_thread(tiny_config, tmp_path):
+    tiny_config.epochs = 50
+    paused = threading.Event()
+    events = []
+
+    def on_event(e):
+        events.append(e)
+        if e.kind == "step" and e.global_step == 2:
+            trainer.pause()
+        if e.kind == "state" and e.state == "paused":
+            paused.set()
+
+    trainer = Trainer(tiny_config, tmp_path / "run", on_event=on_event)
+    worker = threading.Thread(target=trainer.run)
+    worker.start()
+    assert paused.wait(60)
+    n_steps = sum(e.kind == "step" for e in events)
+    assert n_steps == 2  # nothing runs while paused
+    trainer.resume_training()
+    while sum(e.kind == "step" for e in events) < 5:
+        worker.join(0.05)
+    trainer.stop()
+    worker.join(60)
+    assert not worker.is_alive() and trainer.status == "stopped"
+    kinds = [e.kind for e in events]
+    assert ("state", "running") in [(e.kind, getattr(e, "state", None)) for e in events]
+    assert kinds[-2:] == ["checkpoint", "finished"] and events[-2].reason == "stop"
+    assert load_training_checkpoint(last_checkpoint(tmp_path / "run"))["global_step"] == events[-2].global_step
+
+
+def test_stop_while_paused(tiny_config, tmp_path):
+    tiny_config.epochs = 50
+    trainer = Trainer(tiny_config, tmp_path / "run",
+                      on_event=lambda e: trainer.pause() if e.kind == "step" and e.global_step == 1 else None)
+    worker = threading.Thread(target=trainer.run)
+    worker.start()
+    while trainer._running.is_set():
+        worker.join(0.02)
+    trainer.stop()
+    worker.join(60)
+    assert trainer.status == "stopped"
+
+
+def test_no_images_is_a_clear_failure(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("hi")
+    cfg = RunConfig(data_dir=str(tmp_path / "empty"), backbone="small-cnn", image_size=16, batch_size=4, device="cpu")
+    status, events = collect(cfg, tmp_path / "run")
+    error = [e for e in events if e.kind == "error"][0]
+    assert status == "failed" and error.category == "data" and "no images" in error.message

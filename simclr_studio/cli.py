@@ -40,7 +40,7 @@ def _train_config(args):
     else:
         cfg = RunConfig()
     overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "backbone", "device", "seed", "optimizer",
-                                              "lr", "temperature", "num_workers") if getattr(args, k) is not None}
+                                              "lr", "temperature", "num_workers", "weights") if getattr(args, k) is not None}
     image_size_given = args.image_size is not None
     if image_size_given:
         overrides["image_size"] = args.image_size
@@ -152,33 +152,26 @@ def cmd_train(args) -> int:
 
 # ---- embed / eval / export --------------------------------------------------------------------
 def _features(run, data_dir: str, batch_size: int, device: str, quiet: bool):
-    """Scan + decode + extract features for a folder, with progress bars."""
-    import torch
+    """Scan a folder and embed it chunk by chunk (bounded memory), with a progress bar."""
     from tqdm import tqdm
 
-    from simclr_studio.data import decode_all, scan_folder
+    from simclr_studio.data import scan_folder
     from simclr_studio.device import resolve_device
-    from simclr_studio.evaluate import extract_features, iter_batches
+    from simclr_studio.evaluate import features_for_paths
 
     if not Path(data_dir).is_dir():
         raise CliError(f"data folder not found: {data_dir}")
     scan = scan_folder(data_dir)
     if len(scan) == 0:
         raise CliError(f"no images found in {data_dir}")
-    size = run.config.image_size
-    with tqdm(total=len(scan), desc="decode", unit="img", disable=quiet, leave=False, file=sys.stderr) as bar:
-        images, failures = decode_all(scan.paths, size, progress=lambda d, t: bar.update(d - bar.n))
-    if failures:
-        keep = torch.tensor([i for i in range(len(scan)) if i not in failures], dtype=torch.long)
-        images = images.index_select(0, keep)
-        scan = scan.drop(failures)
-    for s in scan.skipped:
-        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     dev = resolve_device(device)
     run.model.to(dev)
     with tqdm(total=len(scan), desc="embed", unit="img", disable=quiet, leave=False, file=sys.stderr) as bar:
-        feats = extract_features(run.model.backbone, iter_batches(images, batch_size), dev,
-                                 progress=lambda d, t: bar.update(d - bar.n))
+        feats, failures = features_for_paths(run.model.backbone, scan.paths, run.config.image_size, dev, batch_size,
+                                             progress=lambda d, t: bar.update(d - bar.n))
+    scan = scan.drop(failures) if failures else scan
+    for s in scan.skipped:
+        print(f"skipped {s.path}: {s.reason}", file=sys.stderr)
     return scan, feats
 
 
@@ -258,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=OPTIMIZERS)
     t.add_argument("--lr", type=float, help="peak learning rate (default: base × batch / 256)")
     t.add_argument("--temperature", type=float)
+    t.add_argument("--weights", metavar="FILE", help="initialise the backbone from a local weights file")
     t.add_argument("--mask", type=float, metavar="P", help="probability of the mask-box augmentation")
     t.add_argument("--num-workers", type=int, dest="num_workers", help="loader processes when not cached in RAM")
     t.add_argument("--seed", type=int)

@@ -118,6 +118,36 @@ def stratified_split(labels: np.ndarray, test_fraction: float = 0.2, seed: int =
     return np.sort(np.array(train, dtype=np.int64)), np.sort(np.array(test, dtype=np.int64))
 
 
+def features_for_paths(
+    backbone: nn.Module,
+    paths: list[str],
+    size: int,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    chunk: int = 2048,
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Decode and embed image files chunk by chunk, so memory stays bounded for any folder size.
+
+    Returns (features of the images that decoded, in order; {index: reason} of those that did not).
+    """
+    from simclr_studio.data import decode_all
+
+    parts: list[np.ndarray] = []
+    failures: dict[int, str] = {}
+    for start in range(0, len(paths), chunk):
+        images, bad = decode_all(paths[start : start + chunk], size)
+        failures.update({start + i: reason for i, reason in bad.items()})
+        if bad:
+            keep = torch.tensor([i for i in range(images.shape[0]) if i not in bad], dtype=torch.long)
+            images = images.index_select(0, keep)
+        parts.append(extract_features(backbone, iter_batches(images, batch_size), device))
+        if progress is not None:
+            progress(min(start + chunk, len(paths)), len(paths))
+    parts = [p for p in parts if p.size]
+    return (np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)), failures
+
+
 @dataclass
 class EvalReport:
     knn_accuracy: float

@@ -74,3 +74,19 @@ def test_extract_features_streams_in_eval_mode():
     assert net.training  # restored
     one = extract_features(net, iter_batches(images[:1], 4), "cpu")
     assert np.allclose(one[0], feats[0], atol=1e-5)  # eval-mode BN: a sample's features do not depend on its batch
+
+
+def test_features_for_paths_is_chunked_and_skips_failures(tmp_path, image_folder):
+    from simclr_studio.data import scan_folder
+    from simclr_studio.evaluate import features_for_paths
+    from simclr_studio.model import build_backbone
+
+    paths = scan_folder(image_folder).paths
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)  # a PNG signature and nothing usable
+    net, dim = build_backbone("small-cnn")
+    all_paths = paths[:5] + [str(bad)] + paths[5:]
+    feats, failures = features_for_paths(net, all_paths, 16, chunk=4, batch_size=3)
+    assert list(failures) == [5] and feats.shape == (len(paths), dim)
+    whole, _ = features_for_paths(net, paths, 16, chunk=1000)
+    assert np.allclose(feats, whole, atol=1e-5)  # chunking does not change the result

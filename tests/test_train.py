@@ -152,3 +152,14 @@ def test_no_images_is_a_clear_failure(tmp_path):
     status, events = collect(cfg, tmp_path / "run")
     error = [e for e in events if e.kind == "error"][0]
     assert status == "failed" and error.category == "data" and "no images" in error.message
+
+
+def test_streaming_path_trains_like_the_ram_cache(tiny_config, tmp_path):
+    """With no RAM budget the images stream from files; batches and so losses are the same."""
+    tiny_config.epochs = 1
+    _, cached = collect(tiny_config, tmp_path / "cached")
+    streaming_cfg = RunConfig.from_dict({**tiny_config.to_dict(), "cache_ram_gb": 0.0})
+    _, streamed = collect(streaming_cfg, tmp_path / "streamed")
+    assert [e.cached for e in cached if e.kind == "run_started"] == [True]
+    assert [e.cached for e in streamed if e.kind == "run_started"] == [False]
+    assert losses(streamed) == pytest.approx(losses(cached), rel=1e-6)

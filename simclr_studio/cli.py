@@ -48,7 +48,7 @@ def _train_config(args):
         setattr(cfg, key, value)
     if image_size_given and not (args.config and "augment" in json.loads(Path(args.config).read_text())):
         cfg.augment = AugmentConfig.for_image_size(cfg.image_size)
-    if args.mask:
+    if args.mask is not None:
         cfg.augment.mask_p = args.mask
     return cfg
 
@@ -68,6 +68,14 @@ def cmd_train(args) -> int:
         cfg = RunConfig.load(out / CONFIG_FILE)
         if args.epochs is not None:
             cfg.epochs = args.epochs  # extending a finished run is allowed
+        ignored = [flag for flag, key in (("--batch-size", "batch_size"), ("--backbone", "backbone"),
+                                          ("--image-size", "image_size"), ("--optimizer", "optimizer"), ("--lr", "lr"),
+                                          ("--temperature", "temperature"), ("--seed", "seed"), ("--config", "config"),
+                                          ("--weights", "weights"), ("--mask", "mask"), ("--device", "device"))
+                   if getattr(args, key) is not None]
+        if ignored or args.data_dir or args.demo:
+            print(f"note: a resumed run keeps its saved config; ignoring {', '.join(ignored) or 'DATA_DIR'}",
+                  file=sys.stderr)
     else:
         data_dir = str(demo_folder()) if args.demo else args.data_dir
         if not data_dir:
@@ -145,8 +153,8 @@ def cmd_train(args) -> int:
         signal.signal(signal.SIGINT, previous)
     if result == "failed":
         raise CliError(status["error"] or "training failed")
-    print(f"{result}: run folder {out} (resume with: simclr-studio train --out {out} --resume)"
-          if result == "stopped" else f"{result}: run folder {out}")
+    resumable = result == "stopped" and last_checkpoint(out).exists()
+    print(f"{result}: run folder {out}" + (f" (resume with: simclr-studio train --out {out} --resume)" if resumable else ""))
     return 0 if result == "completed" else EXIT_FAILED if result == "failed" else 130
 
 
@@ -203,7 +211,10 @@ def cmd_eval(args) -> int:
             raise CliError(f"the test folder's classes {tscan.classes} differ from the training folder's {scan.classes}")
         keep = [i for i, l in enumerate(tscan.labels) if l >= 0]
         test_f, test_y = tfeats[keep], [tscan.labels[i] for i in keep]
-    report = evaluate_features(train_f, train_y, len(scan.classes), test_f, test_y)
+    try:
+        report = evaluate_features(train_f, train_y, len(scan.classes), test_f, test_y)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
     print(f"checkpoint {run.checkpoint} (epoch {run.epoch})")
     print(report.format())
     if args.json:
@@ -229,6 +240,13 @@ def cmd_export(args) -> int:
 
 
 # ---- parser ---------------------------------------------------------------------------------
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from simclr_studio.config import BACKBONES, DEVICES, OPTIMIZERS
 
@@ -263,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--checkpoint", help="a checkpoint file of the run (default: the latest)")
 
     def feature_args(p):
-        p.add_argument("--batch-size", type=int, default=256, dest="batch_size")
+        p.add_argument("--batch-size", type=positive_int, default=256, dest="batch_size")
         p.add_argument("--device", choices=DEVICES, default="auto")
         p.add_argument("--quiet", action="store_true")
 
@@ -304,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (CliError, CheckpointError, ConfigError, DataError) as exc:
         print(f"simclr-studio: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:  # a path that is a folder, a full disk, no permission...
+        print(f"simclr-studio: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("simclr-studio: interrupted", file=sys.stderr)

@@ -23,6 +23,36 @@ class ConfigError(ValueError):
     """A configuration value is invalid; the message says which and why."""
 
 
+def _coerce(name: str, value: Any, annotation: str) -> Any:
+    """Check a JSON value against a field's annotation (e.g. "float | None"); ints are accepted as floats."""
+    for option in (a.strip() for a in annotation.split("|")):
+        if option == "None" and value is None:
+            return None
+        if option == "bool" and isinstance(value, bool):
+            return value
+        if option == "int" and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option == "float" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if option == "str" and isinstance(value, str):
+            return value
+        if (option.startswith("tuple") and isinstance(value, (list, tuple)) and len(value) == 2
+                and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            return (float(value[0]), float(value[1]))
+    raise ConfigError(f"config value {name} must be {annotation.replace('tuple[float, float]', 'a [low, high] pair')}, "
+                      f"got {value!r}")
+
+
+def _build(cls, data: Any, prefix: str = ""):
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {prefix.rstrip('.') or 'file'} must be a JSON object, got {type(data).__name__}")
+    annotations = {f.name: str(f.type) for f in fields(cls)}
+    unknown = set(data) - set(annotations)
+    if unknown:
+        raise ConfigError(f"unknown config keys: {', '.join(prefix + k for k in sorted(unknown))}")
+    return {k: _coerce(prefix + k, v, annotations[k]) for k, v in data.items()}
+
+
 @dataclass
 class AugmentConfig:
     """SimCLR view augmentations plus masking. Defaults are the paper's, scaled by ``for_image_size``."""
@@ -143,6 +173,19 @@ class RunConfig:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:
             raise ConfigError("warmup_epochs must be >= 0")
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(f"lr must be positive, got {self.lr}")
+        if self.weight_decay is not None and self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        for name in ("num_workers", "eval_every", "keep_checkpoints"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.cache_ram_gb < 0:
+            raise ConfigError(f"cache_ram_gb must be >= 0, got {self.cache_ram_gb}")
+        if self.proj_out_dim < 1 or (self.proj_hidden_dim is not None and self.proj_hidden_dim < 1):
+            raise ConfigError("projection head dimensions must be positive")
         self.augment.validate()
 
     # ---- JSON -----------------------------------------------------------------------------
@@ -154,21 +197,14 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+        """Build from JSON data, checking every key and type (a ConfigError names the bad one)."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
         augment = data.pop("augment", None)
-        if augment is None or isinstance(augment, AugmentConfig):
-            aug = augment
-        else:
-            aug_known = {f.name for f in fields(AugmentConfig)}
-            bad = set(augment) - aug_known
-            if bad:
-                raise ConfigError(f"unknown augment keys: {', '.join(sorted(bad))}")
-            aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in augment.items()})
-        return cls(augment=aug, **data)
+        if augment is not None and not isinstance(augment, AugmentConfig):
+            augment = AugmentConfig(**_build(AugmentConfig, augment, "augment."))
+        return cls(augment=augment, **_build(cls, data))
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":

@@ -160,7 +160,7 @@ def scan_folder(
     found: list[tuple[str, str]] = []  # (path, first-level folder or "")
     for index, path in enumerate(_walk(root)):
         if should_stop is not None and should_stop():
-            break
+            raise InterruptedError("stopped while scanning")
         if progress is not None and index % 256 == 0:
             progress(index, 0)
         if path.suffix.lower() not in IMAGE_EXTENSIONS:
@@ -302,6 +302,13 @@ class ImageFileDataset(torch.utils.data.Dataset):
             return torch.full((3, self.size, self.size), 128, dtype=torch.uint8), -1
 
 
+def _ignore_sigint(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which stops training cleanly."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The sample order of one epoch: a pure function of (seed, epoch), so resumed runs see the same order."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -325,6 +332,7 @@ class BatchSource:
         num_workers: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        pin_memory: bool = False,
     ):
         self.paths = list(paths)
         self.size = size
@@ -334,6 +342,7 @@ class BatchSource:
         self.num_workers = num_workers
         self.rank = rank
         self.world_size = world_size
+        self.pin_memory = pin_memory
         self.decode_failures = 0  # streamed files that failed to decode (replaced by grey images)
         self.check_batch_size(len(self.paths), batch_size, world_size)
         self.steps_per_epoch = len(self.paths) // world_size // batch_size
@@ -378,7 +387,8 @@ class BatchSource:
             batch_size=self.batch_size,
             sampler=order.tolist(),
             num_workers=self.num_workers,
-            pin_memory=torch.cuda.is_available(),
+            pin_memory=self.pin_memory,
+            worker_init_fn=_ignore_sigint,
             persistent_workers=False,
             drop_last=True,
         )

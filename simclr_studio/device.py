@@ -39,4 +39,5 @@ def amp_dtype(device: torch.device) -> torch.dtype | None:
     """bf16 where the GPU supports it (no loss scaling needed), else fp16; None off CUDA."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # Native bf16 needs compute capability 8.0+ (Ampere); older GPUs would emulate it slowly.
+    return torch.bfloat16 if torch.cuda.get_device_capability(device)[0] >= 8 else torch.float16

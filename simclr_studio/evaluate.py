@@ -40,8 +40,7 @@ def extract_features(
             x = normalize(batch.to(device, non_blocking=True).float().div_(255))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=device.type == "cuda", dtype=torch.bfloat16):
-                h = backbone(x)
+            h = backbone(x)  # full precision: exported features must not depend on the device
             out.append(h.float().cpu().numpy())
             done += batch.shape[0]
             if progress is not None:
@@ -166,8 +165,13 @@ def evaluate_features(train_f, train_y, num_classes: int, test_f=None, test_y=No
     """kNN + linear probe; without a test set, a stratified 80/20 split of the labeled images."""
     train_f, train_y = np.asarray(train_f), np.asarray(train_y)
     protocol = "test folder"
+    if len(np.unique(train_y)) < 2:
+        raise ValueError("evaluation needs images of at least two classes")
     if test_f is None:
         tr, te = stratified_split(train_y, 0.2, seed)
+        if len(te) == 0:
+            raise ValueError("too few images to hold out a test split: give every class at least 2 images, "
+                             "or pass a separate test folder")
         train_f, test_f, train_y, test_y = train_f[tr], train_f[te], train_y[tr], train_y[te]
         protocol = "80/20 split"
     knn = knn_accuracy(train_f, train_y, test_f, test_y, num_classes)

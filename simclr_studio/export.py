@@ -86,7 +86,7 @@ def save_embeddings(out: str | Path, features: np.ndarray, paths: Sequence[str],
     labels = np.asarray(labels, dtype=np.int64)
     if out.suffix.lower() == ".csv":
         buf = io.StringIO()
-        writer = csv.writer(buf)
+        writer = csv.writer(buf, lineterminator="\n")
         header = ["path", "label", "class"] + (["x", "y"] if coords is not None else [])
         writer.writerow(header + [f"f{i}" for i in range(features.shape[1])])
         for i, path in enumerate(paths):
@@ -101,5 +101,9 @@ def save_embeddings(out: str | Path, features: np.ndarray, paths: Sequence[str],
                       classes=np.asarray(list(classes), dtype=str))
         if coords is not None:
             arrays["coords"] = coords.astype(np.float32)
-        _atomic_write(out, lambda tmp: np.savez(open(tmp, "wb"), **arrays))
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        _atomic_write(out, write)
     return out

@@ -74,7 +74,12 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        state = load_file(str(path))
+        if not path.is_file():
+            raise CheckpointError(f"weights file not found: {path}")
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # SafetensorError and friends: a corrupt or foreign file
+            raise CheckpointError(f"cannot load weights {path}: {exc}") from exc
     else:
         state = safe_load(path)
     if isinstance(state, dict) and state.get("format") == "simclr-studio-checkpoint":
@@ -117,9 +122,9 @@ class SimCLRModel(nn.Module):
         return h, self.head(h)
 
 
-def build_model(cfg) -> SimCLRModel:
+def build_model(cfg, load_weights: bool = True) -> SimCLRModel:
     """The SimCLR model a RunConfig describes (backbone must already be resolved, not "auto")."""
     backbone, dim = build_backbone(cfg.backbone, cfg.resolved_small_stem())
-    if cfg.weights:
+    if cfg.weights and load_weights:
         load_backbone_weights(backbone, cfg.weights)
     return SimCLRModel(backbone, dim, cfg.proj_hidden_dim, cfg.proj_out_dim)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from simclr_studio.augment import make_views, normalize, step_generator
-from simclr_studio.checkpoint import atomic_torch_save, load_training_checkpoint
+from simclr_studio.checkpoint import CheckpointError, atomic_copy, atomic_torch_save, load_training_checkpoint
 from simclr_studio.config import ConfigError, RunConfig
 from simclr_studio.data import BatchSource, DataError, ScanResult, decode_all, fits_in_ram, scan_folder
 from simclr_studio.device import amp_dtype, describe, resolve_device
@@ -114,7 +114,8 @@ class Trainer:
         if len(scan) == 0:
             raise DataError(f"no readable images in {cfg.data_dir}")
         source = BatchSource(scan.paths, cfg.image_size, cfg.batch_size, cfg.seed, cache=cache,
-                             num_workers=cfg.num_workers, rank=self.rank, world_size=self.world_size)
+                             num_workers=cfg.num_workers, rank=self.rank, world_size=self.world_size,
+                             pin_memory=resolve_device(cfg.device).type == "cuda")
         return scan, source, cache
 
     def _checkpoint(self, model, optimizer, scaler, epoch: int, step_in_epoch: int, global_step: int, reason: str) -> Path:
@@ -131,7 +132,7 @@ class Trainer:
                           "total_steps": self.total_steps},
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []},
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
             "epoch": epoch,
             "step_in_epoch": step_in_epoch,
             "global_step": global_step,
@@ -140,11 +141,7 @@ class Trainer:
         }
         atomic_torch_save(state, path)
         if reason == "epoch":
-            import shutil
-
-            kept = path.parent / f"epoch_{epoch:04d}.pt"
-            shutil.copyfile(path, kept.with_suffix(".tmp"))
-            kept.with_suffix(".tmp").replace(kept)
+            atomic_copy(path, path.parent / f"epoch_{epoch:04d}.pt")
             old = sorted(path.parent.glob("epoch_*.pt"))
             for stale in old[: max(0, len(old) - self.cfg.keep_checkpoints)]:
                 stale.unlink(missing_ok=True)
@@ -174,8 +171,9 @@ class Trainer:
         epoch, global_step = 0, 0
         try:
             self.status = self._run()
-        except (DataError, ConfigError) as exc:
-            self.emit(ErrorEvent(message=str(exc), category="data" if isinstance(exc, DataError) else "config"))
+        except (DataError, ConfigError, CheckpointError) as exc:
+            category = {DataError: "data", ConfigError: "config", CheckpointError: "checkpoint"}[type(exc)]
+            self.emit(ErrorEvent(message=str(exc), category=category))
             self.status = "failed"
         except torch.OutOfMemoryError:
             self.emit(ErrorEvent(category="oom", message=(
@@ -197,6 +195,7 @@ class Trainer:
         return self.status
 
     def _run(self) -> str:
+        self.status = "running"
         cfg = self.cfg
         device = resolve_device(cfg.device)
         state = None
@@ -209,7 +208,8 @@ class Trainer:
 
         scan, source, cache = self._prepare_data()
         torch.manual_seed(cfg.seed)  # model initialisation
-        model = build_model(cfg).to(device)
+        # On resume the checkpoint holds the weights: the initial weights file is not needed again.
+        model = build_model(cfg, load_weights=state is None).to(device)
         if state is not None:
             model.load_state_dict(state["model"])
         use_cl = cfg.channels_last and device.type == "cuda"

@@ -123,3 +123,45 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, image_folder):
     assert resume.returncode == 0, resume.stderr
     assert f"resuming at step {stopped_at}" in resume.stderr
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["global_step"] == (stopped_at // 3 + 2) * 3
+
+
+@pytest.mark.parametrize("content,message", [
+    ('[1, 2]', "must be a JSON object"),
+    ('{"epochs": "ten"}', "epochs must be int"),
+    ('{"augment": {"crop_scale": 5}}', "augment.crop_scale must be a [low, high] pair"),
+    ('{"augment": [1]}', "augment must be a JSON object"),
+    ('{"lr": -1}', "lr must be positive"),
+    ('{"colour": 1}', "unknown config keys: colour"),
+    ('{not json', "cannot read config"),
+])
+def test_malformed_config_files(capsys, tmp_path, image_folder, content, message):
+    (tmp_path / "c.json").write_text(content)
+    code, _, err = run_cli(capsys, "train", image_folder, "--out", tmp_path / "r", "--config", tmp_path / "c.json")
+    assert code == 2 and one_line_error(err) and message in err, err
+
+
+def test_filesystem_errors_are_one_line(capsys, tmp_path, tiny_config):
+    from simclr_studio.train import Trainer
+
+    tiny_config.epochs = 1
+    Trainer(tiny_config, tmp_path / "run").run()
+    (tmp_path / "folder.pt").mkdir()
+    code, _, err = run_cli(capsys, "export", tmp_path / "run", "--format", "pt", "--out", tmp_path / "folder.pt")
+    assert code == 2 and one_line_error(err), err
+    (tmp_path / "afile").write_text("x")
+    code, _, err = run_cli(capsys, "train", tiny_config.data_dir, "--out", tmp_path / "afile", "--quiet")
+    assert code == 2 and one_line_error(err), err
+
+
+def test_config_file_and_flags(capsys, tmp_path, image_folder):
+    """--config starts from a saved config; flags override it; --mask 0 turns masking off."""
+    from simclr_studio.config import RunConfig
+
+    base = RunConfig(backbone="small-cnn", image_size=16, batch_size=8, epochs=1, device="cpu", eval_every=0)
+    base.augment.mask_p = 0.7
+    base.save(tmp_path / "c.json")
+    code, _, err = run_cli(capsys, "train", image_folder, "--out", tmp_path / "r", "--config", tmp_path / "c.json",
+                           "--mask", "0", "--seed", "11", "--quiet")
+    assert code == 0, err
+    saved = RunConfig.load(tmp_path / "r" / "config.json")
+    assert saved.augment.mask_p == 0.0 and saved.seed == 11 and saved.batch_size == 8 and saved.image_size == 16

@@ -1,6 +1,7 @@
 import json
 import math
 import threading
+import time
 
 import pytest
 import torch
@@ -52,9 +53,16 @@ def test_run_writes_config_checkpoints_and_events(tiny_config, tmp_path):
     assert losses(on_disk) == losses(events)
 
 
-@pytest.mark.parametrize("stop_at", [2, 3])  # mid-epoch and exactly at an epoch boundary
-def test_resume_repeats_the_uninterrupted_run_exactly(tiny_config, tmp_path, stop_at):
+@pytest.mark.parametrize("stop_at,optimizer,cache_gb", [
+    (2, "sgd", 4.0),  # mid-epoch
+    (3, "sgd", 4.0),  # exactly at an epoch boundary
+    (4, "lars", 0.0),  # LARS momentum state, streaming from files
+    (5, "adamw", 4.0),  # AdamW moments
+])
+def test_resume_repeats_the_uninterrupted_run_exactly(tiny_config, tmp_path, stop_at, optimizer, cache_gb):
     tiny_config.epochs = 3
+    tiny_config.optimizer = optimizer
+    tiny_config.cache_ram_gb = cache_gb
     _, full = collect(tiny_config, tmp_path / "full")
     status, first = collect(RunConfig.from_dict(tiny_config.to_dict()), tmp_path / "cut", stop_at=stop_at)
     assert status == "stopped"
@@ -121,8 +129,10 @@ def test_pause_resume_and_stop_from_another_thread(tiny_config, tmp_path):
     n_steps = sum(e.kind == "step" for e in events)
     assert n_steps == 2  # nothing runs while paused
     trainer.resume_training()
-    while sum(e.kind == "step" for e in events) < 5:
+    deadline = time.time() + 60
+    while sum(e.kind == "step" for e in events) < 5 and worker.is_alive() and time.time() < deadline:
         worker.join(0.05)
+    assert sum(e.kind == "step" for e in events) >= 5
     trainer.stop()
     worker.join(60)
     assert not worker.is_alive() and trainer.status == "stopped"
@@ -138,8 +148,10 @@ def test_stop_while_paused(tiny_config, tmp_path):
                       on_event=lambda e: trainer.pause() if e.kind == "step" and e.global_step == 1 else None)
     worker = threading.Thread(target=trainer.run)
     worker.start()
-    while trainer._running.is_set():
+    deadline = time.time() + 60
+    while trainer._running.is_set() and worker.is_alive() and time.time() < deadline:
         worker.join(0.02)
+    assert not trainer._running.is_set()
     trainer.stop()
     worker.join(60)
     assert trainer.status == "stopped"

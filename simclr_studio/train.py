@@ -159,7 +159,10 @@ class Trainer:
         raw = model.module if hasattr(model, "module") else model
         images = cache.index_select(0, torch.as_tensor(idx))
         feats = extract_features(raw.backbone, iter_batches(images, 512), device)
-        acc = knn_accuracy(feats, labels[idx], feats, labels[idx], len(scan.classes), leave_one_out=True)
+        # k=200 is the protocol for large banks; on small folders cap it at the smallest class, else
+        # every vote is swamped by other classes and the signal says nothing.
+        k = int(min(200, max(1, np.bincount(labels[idx]).min())))
+        acc = knn_accuracy(feats, labels[idx], feats, labels[idx], len(scan.classes), k=k, leave_one_out=True)
         self.emit(EvalEvent(epoch=epoch, knn_accuracy=acc, n_images=len(idx)))
 
     # ---- the loop ----------------------------------------------------------------------------

@@ -24,11 +24,12 @@ class CliError(Exception):
 
 def demo_folder() -> Path:
     """The bundled demo images (inside the installed package, or resources/ in a source checkout)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "resources" / "demo", here.parent / "resources" / "demo"):
-        if candidate.is_dir():
-            return candidate
-    raise CliError("the bundled demo folder is missing from this installation")
+    from simclr_studio.paths import resource
+
+    folder = resource("demo")
+    if not folder.is_dir():
+        raise CliError("the bundled demo folder is missing from this installation")
+    return folder
 
 
 # ---- train ----------------------------------------------------------------------------------
@@ -308,12 +309,35 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SUBCOMMANDS = ("train", "embed", "eval", "export")
+
+
+def gui_main(argv: list[str]) -> int:
+    """``simclr-studio [PATH] [--demo]``: open the desktop app (on an image or run folder)."""
+    parser = argparse.ArgumentParser(
+        prog="simclr-studio", description="Open the desktop app. Subcommands: " + ", ".join(SUBCOMMANDS)
+        + " (see simclr-studio COMMAND --help).")
+    parser.add_argument("path", nargs="?", metavar="PATH", help="an image folder or a run folder to open")
+    parser.add_argument("--demo", action="store_true", help="open the bundled demo images")
+    args = parser.parse_args(argv)
+    if args.path and not Path(args.path).is_dir():
+        print(f"simclr-studio: error: not a folder: {args.path}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from simclr_studio.gui.app import run_app
+    except ImportError as exc:
+        print(f"simclr-studio: error: the desktop app cannot start ({exc}); the CLI commands still work",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return run_app(args.path, demo=args.demo)
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        return gui_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
     from simclr_studio.checkpoint import CheckpointError
     from simclr_studio.config import ConfigError
     from simclr_studio.data import DataError

@@ -139,6 +139,25 @@ class RunConfig:
         if self.augment is None:
             self.augment = AugmentConfig.for_image_size(self.image_size)
 
+    @classmethod
+    def suggested(cls, n_images: int, typical_side: int, device_type: str) -> "RunConfig":
+        """Sensible defaults for a folder: small images stay small; a CPU gets the small CNN and fewer epochs."""
+        gpu = device_type in ("cuda", "mps")
+        if typical_side <= 40:
+            size = 32 if typical_side > 28 else 28
+        elif typical_side <= 80:
+            size = 64
+        else:
+            size = 224 if gpu else 96
+        batch = 256 if gpu else 128
+        while batch > 8 and batch > n_images // 4:
+            batch //= 2  # keep at least a few steps per epoch on small folders
+        steps_per_epoch = max(1, n_images // batch)
+        target_steps = 20_000 if gpu else 2_000
+        epochs = int(min(800 if gpu else 200, max(10, round(target_steps / steps_per_epoch))))
+        return cls(backbone="resnet18" if gpu else "small-cnn", image_size=size, batch_size=batch, epochs=epochs,
+                   optimizer="lars")
+
     # ---- derived values -------------------------------------------------------------------
     def resolved_small_stem(self) -> bool:
         return self.image_size <= 64 if self.small_stem is None else bool(self.small_stem)

@@ -91,7 +91,7 @@ def test_refuses_to_overwrite_a_run(capsys, tmp_path, tiny_config, image_folder)
 
 
 def test_help_everywhere(capsys):
-    for argv in ([], ["--help"], ["train", "--help"], ["embed", "--help"], ["eval", "--help"], ["export", "--help"]):
+    for argv in (["--help"], ["train", "--help"], ["embed", "--help"], ["eval", "--help"], ["export", "--help"]):
         try:
             code = main(argv)
         except SystemExit as exc:

@@ -1,0 +1,256 @@
+"""The main window: Data, Augment and Train tabs, menus, drag-and-drop, recent folders."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QTabWidget
+
+from simclr_studio import __version__
+from simclr_studio.data import ScanResult
+from simclr_studio.gui.augment_panel import AugmentPanel
+from simclr_studio.gui.data_panel import DataPanel
+from simclr_studio.gui.train_panel import TrainPanel
+from simclr_studio.gui.workers import ScanJob
+from simclr_studio.train import CONFIG_FILE
+
+MAX_RECENT = 8
+
+
+def is_run_folder(path: Path) -> bool:
+    return (path / CONFIG_FILE).is_file() and ((path / "events.jsonl").exists() or (path / "checkpoints").is_dir())
+
+
+def typical_side(paths: list[str], sample: int = 16) -> int:
+    """The median shorter side of a few images (header reads only): picks a sensible image size."""
+    from PIL import Image
+
+    sides = []
+    step = max(1, len(paths) // sample)
+    for path in paths[::step][:sample]:
+        try:
+            with Image.open(path) as im:
+                sides.append(min(im.size))
+        except Exception:
+            continue
+    return int(sorted(sides)[len(sides) // 2]) if sides else 64
+
+
+class MainWindow(QMainWindow):
+    def __init__(self, settings: QSettings, runs_root: Path, demo_folder: Path | None = None):
+        super().__init__()
+        self.settings = settings
+        self.demo_folder = demo_folder
+        self.scan_job: ScanJob | None = None
+        self.scan: ScanResult | None = None
+        self.setWindowTitle("SIMCLR Studio")
+        self.setAcceptDrops(True)
+        self.resize(1280, 820)
+
+        self.data_panel = DataPanel()
+        self.augment_panel = AugmentPanel()
+        self.train_panel = TrainPanel(runs_root)
+        self.train_panel.augment_source = self.augment_panel.augment_config
+        self.train_panel.augment_config_loaded.connect(self.augment_panel.set_augment_config)
+        self.train_panel.image_size.valueChanged.connect(self.augment_panel.set_image_size)
+        self.train_panel.run_state_changed.connect(self._on_run_state)
+        self.data_panel.open_folder_requested.connect(self.choose_folder)
+        self.data_panel.open_demo_requested.connect(self.open_demo)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(self.data_panel, "1 · Data")
+        self.tabs.addTab(self.augment_panel, "2 · Augment")
+        self.tabs.addTab(self.train_panel, "3 · Train")
+        self.setCentralWidget(self.tabs)
+        self._build_menus()
+        self.statusBar().showMessage("Drop a folder of images onto the window to begin.")
+
+    # ---- menus --------------------------------------------------------------------------------
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        open_folder = QAction("Open &Folder…", self, shortcut=QKeySequence.StandardKey.Open)
+        open_folder.triggered.connect(self.choose_folder)
+        open_run = QAction("Open &Run…", self, shortcut=QKeySequence("Ctrl+R"))
+        open_run.triggered.connect(self.choose_run)
+        open_demo = QAction("Open &Demo Images", self)
+        open_demo.triggered.connect(self.open_demo)
+        self.recent_menu = file_menu.addMenu("Recent Folders")
+        file_menu.insertAction(self.recent_menu.menuAction(), open_folder)
+        file_menu.insertAction(self.recent_menu.menuAction(), open_run)
+        file_menu.insertAction(self.recent_menu.menuAction(), open_demo)
+        file_menu.addSeparator()
+        quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
+        quit_action.triggered.connect(self.close)
+        file_menu.addAction(quit_action)
+        self._refresh_recent()
+
+        view_menu = self.menuBar().addMenu("&View")
+        theme_menu = view_menu.addMenu("Theme")
+        group = QActionGroup(self)
+        current = self.settings.value("theme", "light")
+        for name in ("light", "dark"):
+            action = QAction(name.capitalize(), self, checkable=True, checked=name == current)
+            action.triggered.connect(lambda _=False, n=name: self.set_theme(n))
+            group.addAction(action)
+            theme_menu.addAction(action)
+
+        help_menu = self.menuBar().addMenu("&Help")
+        about = QAction("&About SIMCLR Studio", self)
+        about.triggered.connect(self.show_about)
+        help_menu.addAction(about)
+
+    def set_theme(self, name: str) -> None:
+        from simclr_studio.gui.app import apply_theme
+
+        self.settings.setValue("theme", name)
+        apply_theme(name)
+        self.train_panel.apply_theme(name == "dark")
+
+    def show_about(self) -> None:
+        import torch
+
+        from simclr_studio.device import available_devices
+
+        QMessageBox.about(self, "About SIMCLR Studio",
+                          f"<h3>SIMCLR Studio {__version__}</h3><p>SimCLR self-supervised training on your own "
+                          f"images.</p><p>PyTorch {torch.__version__}<br>Devices: {', '.join(available_devices())}</p>")
+
+    def _refresh_recent(self) -> None:
+        self.recent_menu.clear()
+        recent = self.recent_folders()
+        for folder in recent:
+            action = self.recent_menu.addAction(folder)
+            action.triggered.connect(lambda _=False, f=folder: self.open_path(f))
+        self.recent_menu.setEnabled(bool(recent))
+
+    def recent_folders(self) -> list[str]:
+        value = self.settings.value("recent_folders", [])
+        if isinstance(value, str):  # QSettings returns a lone string for one-element lists
+            value = [value]
+        return [v for v in (value or []) if v]
+
+    def _remember(self, folder: str) -> None:
+        recent = [folder] + [f for f in self.recent_folders() if f != folder]
+        self.settings.setValue("recent_folders", recent[:MAX_RECENT])
+        self._refresh_recent()
+
+    # ---- opening things ---------------------------------------------------------------------
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open image folder")
+        if folder:
+            self.open_path(folder)
+
+    def choose_run(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open run folder")
+        if folder:
+            self.open_path(folder)
+
+    def open_demo(self) -> None:
+        if self.demo_folder is not None:
+            self.open_path(str(self.demo_folder))
+
+    def open_path(self, path: str | Path) -> None:
+        """An image folder is scanned; a run folder restores its config and curves."""
+        path = Path(path).expanduser()
+        if not path.is_dir():
+            self.statusBar().showMessage(f"Not a folder: {path}")
+            self.data_panel.show_empty()
+            return
+        if is_run_folder(path):
+            self.open_run(path)
+        else:
+            self.open_folder(path)
+
+    def open_folder(self, folder: Path) -> None:
+        if self.train_panel.is_running():
+            self.statusBar().showMessage("A run is training: stop it before opening another folder.")
+            return
+        if self.scan_job is not None:
+            self.scan_job.cancel()
+        self.data_panel.show_scanning(str(folder))
+        self.tabs.setCurrentWidget(self.data_panel)
+        self.scan_job = ScanJob(folder, self)
+        self.scan_job.progress.connect(self.data_panel.scan_progress)
+        self.scan_job.finished.connect(self._on_scanned)
+        self.scan_job.failed.connect(self._on_scan_failed)
+        self.scan_job.start()
+        self._remember(str(folder))
+
+    def _on_scanned(self, scan: ScanResult) -> None:
+        self.scan = scan
+        self.data_panel.show_scan(scan)
+        if len(scan) == 0:
+            self.statusBar().showMessage(f"No images found in {scan.root}")
+            return
+        self.train_panel.set_data(scan.root, len(scan), typical_side(scan.paths))
+        self.augment_panel.set_image_size(self.train_panel.image_size.value())
+        self.augment_panel.set_images(scan.paths)
+        message = f"{len(scan):,} images"
+        if scan.labeled:
+            message += f" in {len(scan.classes)} classes"
+        if scan.skipped:
+            message += f", {len(scan.skipped):,} files skipped"
+        self.statusBar().showMessage(message)
+
+    def _on_scan_failed(self, message: str) -> None:
+        self.data_panel.show_empty()
+        self.statusBar().showMessage(message)
+        QMessageBox.warning(self, "Cannot open folder", message)
+
+    def open_run(self, run_dir: Path) -> None:
+        from simclr_studio.config import ConfigError
+
+        try:
+            state = self.train_panel.open_run(run_dir)
+        except (ConfigError, RuntimeError) as exc:
+            self.statusBar().showMessage(str(exc))
+            return
+        self._remember(str(run_dir))
+        self.tabs.setCurrentWidget(self.train_panel)
+        data_dir = self.train_panel.data_dir
+        if data_dir and Path(data_dir).is_dir():
+            self.open_data_for_run(Path(data_dir))
+        self.statusBar().showMessage({"live": "Following a live run", "resumable": "Run opened: press Resume to continue",
+                                      "finished": "Run opened"}[state] + f" · {run_dir}")
+
+    def open_data_for_run(self, folder: Path) -> None:
+        """Show the run's images without resetting the opened run's settings."""
+        job = ScanJob(folder, self)
+        job.finished.connect(lambda scan: (self.data_panel.show_scan(scan), self.augment_panel.set_images(scan.paths),
+                                           self.augment_panel.set_image_size(self.train_panel.image_size.value())))
+        job.start()
+        self.scan_job = job
+
+    # ---- drag and drop ------------------------------------------------------------------------
+    def dragEnterEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls and urls[0].isLocalFile() and Path(urls[0].toLocalFile()).is_dir():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:
+        urls = event.mimeData().urls()
+        if urls and urls[0].isLocalFile():
+            self.open_path(urls[0].toLocalFile())
+            event.acceptProposedAction()
+
+    # ---- lifetime -----------------------------------------------------------------------------
+    def _on_run_state(self, running: bool) -> None:
+        if running:
+            self.tabs.setCurrentWidget(self.train_panel)
+
+    def closeEvent(self, event) -> None:
+        if self.train_panel.is_running():
+            answer = QMessageBox.question(
+                self, "Training in progress",
+                "A run is training. Stop it (a checkpoint is saved so it can be resumed) and quit?",
+                QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+            if answer != QMessageBox.StandardButton.Yes:
+                event.ignore()
+                return
+            self.statusBar().showMessage("Stopping training: saving a checkpoint…")
+            self.train_panel.stop_and_wait()
+        if self.scan_job is not None:
+            self.scan_job.cancel()
+        event.accept()

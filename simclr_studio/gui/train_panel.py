@@ -1,0 +1,445 @@
+"""The Train tab: the run's settings, Start / Pause / Stop, live curves, progress and a log.
+
+All training happens in a TrainJob (a worker thread); this widget only renders its events, at most
+~15 times a second. A run folder written by another process is followed through its events file.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
+                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSlider,
+                               QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
+
+from simclr_studio.config import BACKBONES, OPTIMIZERS, ConfigError, RunConfig
+from simclr_studio.device import available_devices
+from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, RunFinished,
+                                  RunStarted, StateEvent, read_events, EVENTS_FILE)
+from simclr_studio.gui.workers import RunFollower, TrainJob
+from simclr_studio.history import RunHistory, smooth_ema
+from simclr_studio.train import CONFIG_FILE, last_checkpoint
+
+LIVE_WINDOW_S = 120  # an events file touched this recently, without a "finished" event, is a live run
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class TrainPanel(QWidget):
+    run_state_changed = Signal(bool)  # True while a run is training in this window
+    augment_config_loaded = Signal(object)  # AugmentConfig of an opened run folder
+
+    def __init__(self, runs_root: Path, parent=None):
+        super().__init__(parent)
+        self.runs_root = Path(runs_root)
+        self.data_dir: str | None = None
+        self.job: TrainJob | None = None
+        self.follower: RunFollower | None = None
+        self.history = RunHistory()
+        self.opened_run: Path | None = None  # a run folder opened to resume or follow
+        self.augment_source = None  # callable returning the AugmentConfig to train with
+        self._build()
+        self._set_running(False)
+
+    # ---- layout -----------------------------------------------------------------------------
+    def _build(self) -> None:
+        form_box = QGroupBox("Run settings")
+        form = QFormLayout(form_box)
+        self.run_dir = QLineEdit()
+        browse = QToolButton()
+        browse.setText("…")
+        browse.clicked.connect(self._browse_run_dir)
+        row = QHBoxLayout()
+        row.addWidget(self.run_dir)
+        row.addWidget(browse)
+        form.addRow("Run folder", row)
+        self.backbone = QComboBox()
+        self.backbone.addItems(list(BACKBONES))
+        form.addRow("Backbone", self.backbone)
+        self.image_size = QSpinBox()
+        self.image_size.setRange(16, 1024)
+        self.image_size.setSuffix(" px")
+        form.addRow("Image size", self.image_size)
+        self.batch_size = QSpinBox()
+        self.batch_size.setRange(2, 65536)
+        form.addRow("Batch size", self.batch_size)
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 100000)
+        form.addRow("Epochs", self.epochs)
+        self.optimizer = QComboBox()
+        self.optimizer.addItems(list(OPTIMIZERS))
+        form.addRow("Optimizer", self.optimizer)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(5)
+        self.lr.setRange(0.0, 100.0)
+        self.lr.setSingleStep(0.01)
+        self.lr.setSpecialValueText("auto (base × batch / 256)")
+        form.addRow("Learning rate", self.lr)
+        self.temperature = QDoubleSpinBox()
+        self.temperature.setRange(0.01, 10.0)
+        self.temperature.setSingleStep(0.05)
+        form.addRow("Temperature τ", self.temperature)
+        self.device = QComboBox()
+        self.device.addItems(available_devices())
+        form.addRow("Device", self.device)
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        form.addRow("Seed", self.seed)
+        self.settings_widgets = [self.run_dir, browse, self.backbone, self.image_size, self.batch_size, self.optimizer,
+                                 self.lr, self.temperature, self.device, self.seed]
+
+        self.start_button = QPushButton("Start training")
+        self.start_button.setObjectName("primary")
+        self.start_button.clicked.connect(self.start)
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.clicked.connect(self.stop)
+        self.new_button = QPushButton("New run")
+        self.new_button.clicked.connect(self.new_run)
+        buttons = QHBoxLayout()
+        for b in (self.start_button, self.pause_button, self.stop_button):
+            buttons.addWidget(b)
+
+        self.error_banner = QLabel()
+        self.error_banner.setObjectName("error")
+        self.error_banner.setWordWrap(True)
+        self.error_banner.hide()
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.progress_label = QLabel("Not started")
+        self.progress_label.setObjectName("muted")
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        left_layout.addWidget(form_box)
+        left_layout.addLayout(buttons)
+        left_layout.addWidget(self.new_button)
+        left_layout.addWidget(self.error_banner)
+        left_layout.addWidget(self.progress)
+        left_layout.addWidget(self.progress_label)
+        left_layout.addStretch()
+        left.setMinimumWidth(320)
+        left.setMaximumWidth(400)
+
+        # ---- plots ----
+        pg.setConfigOptions(antialias=True)
+        self.plots = pg.GraphicsLayoutWidget()
+        self.loss_plot = self.plots.addPlot(row=0, col=0, title="Loss")
+        self.lr_plot = self.plots.addPlot(row=0, col=1, title="Learning rate")
+        self.speed_plot = self.plots.addPlot(row=1, col=0, title="Throughput (images/s)")
+        self.knn_plot = self.plots.addPlot(row=1, col=1, title="kNN accuracy (leave-one-out)")
+        for plot in (self.loss_plot, self.lr_plot, self.speed_plot):
+            plot.setClipToView(True)
+            plot.setDownsampling(auto=True, mode="peak")
+            plot.showGrid(x=True, y=True, alpha=0.15)
+            plot.setLabel("bottom", "step")
+        self.knn_plot.showGrid(x=True, y=True, alpha=0.15)
+        self.knn_plot.setLabel("bottom", "epoch")
+        self.knn_plot.setYRange(0, 1)
+        self.loss_raw = self.loss_plot.plot(pen=pg.mkPen((100, 150, 230, 70), width=1), name="raw")
+        self.loss_smooth = self.loss_plot.plot(pen=pg.mkPen((40, 110, 220), width=2), name="smoothed")
+        self.lr_curve = self.lr_plot.plot(pen=pg.mkPen((230, 126, 34), width=2))
+        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen((39, 174, 96), width=1.5))
+        self.knn_curve = self.knn_plot.plot(pen=pg.mkPen((142, 68, 173), width=2), symbol="o", symbolSize=6,
+                                            symbolBrush=(142, 68, 173))
+        self.smoothing = QSlider(Qt.Orientation.Horizontal)
+        self.smoothing.setRange(0, 99)
+        self.smoothing.setValue(80)
+        self.smoothing.setMaximumWidth(200)
+        self.smoothing.valueChanged.connect(self._update_plots)
+        self.smoothing_label = QLabel("0.80")
+        self.log_y = QCheckBox("Log scale")
+        self.log_y.toggled.connect(lambda on: self.loss_plot.setLogMode(y=on))
+        plot_bar = QHBoxLayout()
+        plot_bar.addWidget(QLabel("Loss smoothing"))
+        plot_bar.addWidget(self.smoothing)
+        plot_bar.addWidget(self.smoothing_label)
+        plot_bar.addSpacing(16)
+        plot_bar.addWidget(self.log_y)
+        plot_bar.addStretch()
+
+        self.log = QPlainTextEdit()
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(5000)
+        self.log.setPlaceholderText("Training log")
+        right_top = QWidget()
+        rt = QVBoxLayout(right_top)
+        rt.setContentsMargins(0, 0, 0, 0)
+        rt.addLayout(plot_bar)
+        rt.addWidget(self.plots, 1)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(right_top)
+        right.addWidget(self.log)
+        right.setStretchFactor(0, 4)
+        right.setStretchFactor(1, 1)
+
+        layout = QHBoxLayout(self)
+        layout.addWidget(left)
+        layout.addWidget(right, 1)
+        self.load_config(RunConfig.suggested(1000, 32, "cpu"))
+
+    def apply_theme(self, dark: bool) -> None:
+        self.plots.setBackground("#1e1f22" if dark else "w")
+        axis_pen = pg.mkPen("#c8c8c8" if dark else "#444")
+        for plot in (self.loss_plot, self.lr_plot, self.speed_plot, self.knn_plot):
+            for name in ("left", "bottom"):
+                plot.getAxis(name).setPen(axis_pen)
+                plot.getAxis(name).setTextPen(axis_pen)
+            plot.titleLabel.setText(plot.titleLabel.text, color="#e0e0e0" if dark else "#222")
+
+    # ---- config <-> form ----------------------------------------------------------------------
+    def load_config(self, cfg: RunConfig) -> None:
+        self.backbone.setCurrentText(cfg.backbone if cfg.backbone in BACKBONES else "small-cnn")
+        self.image_size.setValue(cfg.image_size)
+        self.batch_size.setValue(cfg.batch_size)
+        self.epochs.setValue(cfg.epochs)
+        self.optimizer.setCurrentText(cfg.optimizer)
+        self.lr.setValue(cfg.lr or 0.0)
+        self.temperature.setValue(cfg.temperature)
+        device = cfg.device if cfg.device in available_devices() else available_devices()[0]
+        self.device.setCurrentText(device)
+        self.seed.setValue(cfg.seed)
+
+    def config(self) -> RunConfig:
+        cfg = RunConfig(data_dir=self.data_dir or "", backbone=self.backbone.currentText(),
+                        image_size=self.image_size.value(), batch_size=self.batch_size.value(),
+                        epochs=self.epochs.value(), optimizer=self.optimizer.currentText(),
+                        lr=self.lr.value() or None, temperature=self.temperature.value(),
+                        device=self.device.currentText(), seed=self.seed.value())
+        if self.augment_source is not None:
+            cfg.augment = self.augment_source()
+        return cfg
+
+    def set_data(self, data_dir: str, n_images: int, typical_side: int) -> None:
+        """A newly imported folder: suggest settings for its size and this machine."""
+        if self.is_running():
+            return
+        self.new_run(keep_form=False)
+        self.data_dir = data_dir
+        device = available_devices()[0].split(":")[0]
+        self.load_config(RunConfig.suggested(n_images, typical_side, device))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir.setText(str(self.runs_root / f"{Path(data_dir).name}-{stamp}"))
+        self.start_button.setEnabled(True)
+
+    def _browse_run_dir(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Run folder", str(self.runs_root))
+        if folder:
+            self.run_dir.setText(folder)
+
+    # ---- run control --------------------------------------------------------------------------
+    def is_running(self) -> bool:
+        return self.job is not None and self.job.is_running()
+
+    def start(self) -> None:
+        if self.is_running():
+            return
+        self.error_banner.hide()
+        resume = self.opened_run is not None and last_checkpoint(self.opened_run).exists()
+        try:
+            if resume:
+                cfg = RunConfig.load(self.opened_run / CONFIG_FILE)
+                cfg.epochs = self.epochs.value()  # the one setting a resumed run may change
+                run_dir = self.opened_run
+            else:
+                if not self.data_dir:
+                    raise ConfigError("open an image folder first")
+                cfg = self.config()
+                cfg.validate()
+                run_dir = Path(self.run_dir.text()).expanduser()
+                if last_checkpoint(run_dir).exists():
+                    raise ConfigError(f"{run_dir} already holds a run: choose another run folder")
+        except ConfigError as exc:
+            self.show_error(str(exc))
+            return
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+        if not resume:
+            self.history = RunHistory()
+            self.log.clear()
+        self.opened_run = Path(run_dir)
+        self.job = TrainJob(cfg, run_dir, resume=resume, parent=self)
+        self.job.events.connect(self.on_events)
+        self.job.done.connect(self._on_done)
+        self.job.start()
+        self._set_running(True)
+        self.append_log(f"{'Resuming' if resume else 'Starting'} run in {run_dir}")
+
+    def toggle_pause(self) -> None:
+        if not self.is_running():
+            return
+        if self.history.paused or self.pause_button.text() == "Resume":
+            self.job.resume()
+            self.pause_button.setText("Pause")
+        else:
+            self.job.pause()
+            self.pause_button.setText("Resume")
+
+    def stop(self) -> None:
+        if self.is_running():
+            self.job.stop()
+            self.pause_button.setText("Pause")
+            self.progress_label.setText("Stopping: saving a checkpoint…")
+
+    def stop_and_wait(self, timeout: float = 60.0) -> bool:
+        """Stop and wait (processing events) until the worker has saved its checkpoint and ended."""
+        from PySide6.QtWidgets import QApplication
+
+        if not self.is_running():
+            return True
+        self.job.stop()
+        deadline = time.time() + timeout
+        while self.job.is_running() and time.time() < deadline:
+            QApplication.processEvents()
+            self.job.wait(0.05)
+        QApplication.processEvents()
+        return not self.job.is_running()
+
+    def new_run(self, keep_form: bool = True) -> None:
+        if self.is_running():
+            return
+        if self.follower is not None:
+            self.follower.stop()
+            self.follower = None
+        self.opened_run = None
+        self.history = RunHistory()
+        self.log.clear()
+        self.error_banner.hide()
+        self.progress.setValue(0)
+        self.progress_label.setText("Not started")
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        name = Path(self.data_dir).name if self.data_dir else "run"
+        self.run_dir.setText(str(self.runs_root / f"{name}-{stamp}"))
+        self._update_plots()
+        self._set_running(False)
+
+    def _on_done(self, status: str) -> None:
+        self._set_running(False)
+        self.append_log(f"Run {status}.")
+
+    def _set_running(self, running: bool) -> None:
+        resume_mode = self.opened_run is not None and last_checkpoint(self.opened_run).exists() and not running
+        self.start_button.setEnabled(not running and (bool(self.data_dir) or resume_mode))
+        self.start_button.setText("Resume training" if resume_mode else "Start training")
+        self.pause_button.setEnabled(running)
+        self.stop_button.setEnabled(running)
+        self.new_button.setEnabled(not running)
+        for widget in self.settings_widgets:
+            widget.setEnabled(not running and not resume_mode)
+        self.epochs.setEnabled(not running)
+        self.run_state_changed.emit(running)
+
+    # ---- opening an existing run --------------------------------------------------------------
+    def open_run(self, run_dir: str | Path) -> str:
+        """Show a run folder's config and curves; follow it live if another process is writing it.
+
+        Returns "live", "resumable" or "finished".
+        """
+        if self.is_running():
+            raise RuntimeError("a run is training in this window")
+        run_dir = Path(run_dir)
+        cfg = RunConfig.load(run_dir / CONFIG_FILE)
+        self.new_run()
+        self.opened_run = run_dir
+        self.data_dir = cfg.data_dir
+        self.load_config(cfg)
+        self.run_dir.setText(str(run_dir))
+        self.augment_config_loaded.emit(cfg.augment)
+        events_path = run_dir / EVENTS_FILE
+        events = read_events(events_path) if events_path.exists() else []
+        finished = bool(events) and events[-1].kind == "finished"
+        live = (not finished and events_path.exists()
+                and time.time() - events_path.stat().st_mtime < LIVE_WINDOW_S)
+        if live:
+            self.follower = RunFollower(run_dir, parent=self)
+            self.follower.events.connect(self.on_events)
+            self.follower.start()  # replays the file from the start, then follows it
+            self.append_log(f"Following a run written by another process: {run_dir}")
+            state = "live"
+        else:
+            self.on_events(events)
+            state = "resumable" if last_checkpoint(run_dir).exists() else "finished"
+            if last_checkpoint(run_dir).exists():
+                done = self.history.finished is not None and self.history.finished.status == "completed"
+                self.append_log("Run complete: raise Epochs and press Resume to train longer." if done
+                                else "Press Resume to continue this run from its last checkpoint.")
+        self._set_running(False)
+        if live:
+            self.start_button.setEnabled(False)
+        return state
+
+    # ---- events → widgets ---------------------------------------------------------------------
+    def on_events(self, events: list) -> None:
+        self.history.extend(events)
+        for event in events:
+            if isinstance(event, RunStarted):
+                self.append_log(f"Training {event.backbone} on {event.device}: {event.n_images} images, "
+                                f"{event.steps_per_epoch} steps per epoch"
+                                + (", images cached in RAM" if event.cached else ", streaming from disk"))
+            elif isinstance(event, EpochEvent):
+                self.append_log(f"Epoch {event.epoch + 1}: loss {event.loss:.4f} · {event.seconds:.1f} s · "
+                                f"{event.images_per_s:.0f} images/s")
+            elif isinstance(event, EvalEvent):
+                self.append_log(f"Epoch {event.epoch + 1}: kNN accuracy {event.knn_accuracy:.3f}")
+            elif isinstance(event, CheckpointEvent) and event.reason == "stop":
+                self.append_log(f"Checkpoint saved: {event.path}")
+            elif isinstance(event, LogEvent):
+                self.append_log(event.message)
+            elif isinstance(event, ErrorEvent):
+                self.show_error(event.message)
+            elif isinstance(event, StateEvent):
+                self.pause_button.setText("Resume" if event.state == "paused" else "Pause")
+                self.progress_label.setText("Paused" if event.state == "paused" else self.progress_label.text())
+            elif isinstance(event, RunFinished):
+                self.append_log(f"Finished: {event.status} at step {event.global_step}")
+        self._update_progress()
+        self._update_plots()
+
+    def _update_progress(self) -> None:
+        step = self.history.last_step
+        total = self.history.total_steps or 1
+        if step is None:
+            return
+        self.progress.setRange(0, total)
+        self.progress.setValue(step.global_step)
+        if self.history.paused:
+            text = "Paused"
+        elif self.history.finished is not None:
+            text = f"{self.history.finished.status.capitalize()} · step {step.global_step:,} of {total:,}"
+        else:
+            text = (f"Epoch {step.epoch + 1} of {self.epochs.value()} · step {step.global_step:,} of {total:,} · "
+                    f"{step.images_per_s:,.0f} images/s · ETA {format_seconds(step.eta_s)}")
+        self.progress_label.setText(text)
+
+    def _update_plots(self) -> None:
+        h = self.history
+        weight = self.smoothing.value() / 100
+        self.smoothing_label.setText(f"{weight:.2f}")
+        steps = np.asarray(h.steps, dtype=np.float64)
+        loss = np.asarray(h.loss, dtype=np.float64)
+        self.loss_raw.setData(steps, loss)
+        self.loss_smooth.setData(steps, smooth_ema(loss, weight))
+        self.lr_curve.setData(steps, np.asarray(h.lr, dtype=np.float64))
+        self.speed_curve.setData(steps, np.asarray(h.throughput, dtype=np.float64))
+        self.knn_curve.setData(np.asarray(h.knn_epochs, dtype=np.float64), np.asarray(h.knn_accuracy))
+
+    def append_log(self, message: str) -> None:
+        self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")
+
+    def show_error(self, message: str) -> None:
+        self.error_banner.setText(message)
+        self.error_banner.show()
+        self.append_log(f"Error: {message}")

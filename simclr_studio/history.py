@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.signal import lfilter  # imported here, not on first use: a first import stalls the GUI ~0.3 s
 
 from simclr_studio.events import (EpochEvent, ErrorEvent, EvalEvent, Event, RunFinished, RunStarted, StateEvent,
                                   StepEvent)
@@ -15,8 +16,6 @@ from simclr_studio.events import (EpochEvent, ErrorEvent, EvalEvent, Event, RunF
 
 def smooth_ema(values: np.ndarray, weight: float) -> np.ndarray:
     """TensorBoard's smoothing: an exponential moving average, debiased so early points are not pulled to 0."""
-    from scipy.signal import lfilter
-
     values = np.asarray(values, dtype=np.float64)
     if weight <= 0 or values.size == 0:
         return values.copy()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
                                QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSlider,
                                QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
@@ -326,6 +326,7 @@ class TrainPanel(QWidget):
         self._update_plots()
         self._set_running(False)
 
+    @Slot(str)
     def _on_done(self, status: str) -> None:
         self._set_running(False)
         self.append_log(f"Run {status}.")
@@ -382,6 +383,7 @@ class TrainPanel(QWidget):
         return state
 
     # ---- events → widgets ---------------------------------------------------------------------
+    @Slot(list)
     def on_events(self, events: list) -> None:
         self.history.extend(events)
         for event in events:

@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
-from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from simclr_studio.config import RunConfig
 from simclr_studio.data import DataError, ScanResult, scan_folder
@@ -68,6 +68,7 @@ class ScanJob(QObject):
         with self._lock:
             self._latest = outcome
 
+    @Slot()
     def _drain(self) -> None:
         self.progress.emit(self._count)
         with self._lock:
@@ -127,6 +128,7 @@ class TrainJob(QObject):
                                           category="error"))
             self.status = "failed"
 
+    @Slot()
     def _drain(self) -> None:
         batch = []
         while self._queue:
@@ -158,6 +160,7 @@ class RunFollower(QObject):
     def stop(self) -> None:
         self._timer.stop()
 
+    @Slot()
     def poll(self) -> None:
         try:
             new, self.offset = follow_events(self.path, self.offset)
@@ -202,6 +205,7 @@ class TaskRunner(QObject):
         self._generation[name] = gen
         self.pool.start(_Task(fn, lambda res, err, name=name, gen=gen: self._deliver.emit(name, gen, res, err)))
 
+    @Slot(str, int, object, object)
     def _on_deliver(self, name: str, gen: int, result: object, error: object) -> None:
         if self._generation.get(name) == gen:
             self.result.emit(name, result, error)

@@ -1,0 +1,80 @@
+"""Screenshots of the app as a person sees it: a real window on an X display (Xvfb), captured with
+ImageMagick's ``import -window root``.
+
+    Xvfb :99 -screen 0 1400x900x24 &  DISPLAY=:99 python packaging/screenshots.py [--out resources/screenshots]
+
+Opens the demo folder, shows each tab, trains for a few seconds so the curves have points, and
+writes one PNG per view. Needs Debian's xvfb and imagemagick (see the README's Linux notes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "resources" / "screenshots")
+    parser.add_argument("--train-seconds", type=float, default=25)
+    parser.add_argument("--theme", default="light", choices=("light", "dark"))
+    args = parser.parse_args()
+    if not os.environ.get("DISPLAY"):
+        sys.exit("screenshots need an X display: run under Xvfb (see the docstring)")
+    os.environ.setdefault("SIMCLR_STUDIO_RUNS", tempfile.mkdtemp(prefix="shots-runs-"))
+
+    from PySide6.QtCore import QSettings, QTimer
+
+    from simclr_studio.gui.app import build_window, create_app
+
+    app = create_app()
+    settings = QSettings(str(Path(tempfile.mkdtemp()) / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("theme", args.theme)
+    window = build_window(settings)
+    window.resize(1360, 860)
+    window.move(0, 0)
+    window.show()
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def wait(seconds: float, until=None) -> None:
+        deadline = time.time() + seconds
+        timer = QTimer()
+        timer.setInterval(50)
+        timer.timeout.connect(lambda: app.quit() if time.time() > deadline or (until and until()) else None)
+        timer.start()
+        app.exec()
+        timer.stop()
+
+    def shot(name: str) -> None:
+        wait(1.0)
+        path = args.out / f"{name}{'' if args.theme == 'light' else '-dark'}.png"
+        subprocess.run(["import", "-window", "root", "-crop", "1360x860+0+0", str(path)], check=True)
+        print(f"wrote {path}")
+
+    wait(1.0)
+    shot("welcome")
+    window.open_demo()
+    wait(30, until=lambda: window.scan is not None)
+    shot("data")
+    window.tabs.setCurrentWidget(window.augment_panel)
+    window.augment_panel.controls["mask_p"].setValue(0.5)
+    window.augment_panel.controls["mask_fill"].setCurrentText("noise")
+    shot("augment")
+    window.tabs.setCurrentWidget(window.train_panel)
+    window.train_panel.epochs.setValue(30)
+    window.train_panel.start()
+    wait(args.train_seconds)
+    shot("train")
+    window.train_panel.stop_and_wait()
+    window.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,226 @@
+"""The desktop app, driven as a person would (offscreen Qt): drop a folder, tweak the preview, train."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent  # noqa: E402
+from PySide6.QtWidgets import QMessageBox  # noqa: E402
+
+from conftest import make_image_folder  # noqa: E402
+from simclr_studio.config import RunConfig  # noqa: E402
+from simclr_studio.train import Trainer, last_checkpoint  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    from simclr_studio.gui.app import build_window, create_app
+
+    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    create_app()
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = build_window(settings)
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    if win.train_panel.is_running():
+        win.train_panel.stop_and_wait()
+
+
+def drop_folder(win, folder: Path) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(folder))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    win.dropEvent(event)
+
+
+def load(win, qtbot, folder: Path) -> None:
+    drop_folder(win, folder)
+    qtbot.waitUntil(lambda: win.scan is not None and win.scan.root == str(folder), timeout=10_000)
+
+
+def small_settings(panel, epochs=2):
+    panel.image_size.setValue(16)
+    panel.batch_size.setValue(8)
+    panel.epochs.setValue(epochs)
+    panel.backbone.setCurrentText("small-cnn")
+    panel.optimizer.setCurrentText("sgd")
+    panel.device.setCurrentText("cpu")
+
+
+def test_dropping_a_folder_loads_it(window, qtbot, tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=3, per_class=5)
+    (folder / "class_0" / "broken.png").write_bytes(b"not really a png")
+    load(window, qtbot, folder)
+    panel = window.data_panel
+    assert panel.stack.currentIndex() == 2
+    assert "15 images" in panel.summary.text() and "3 classes" in panel.summary.text()
+    assert panel.classes.rowCount() == 3 and panel.classes.item(0, 0).text() == "class_0"
+    assert panel.skipped.rowCount() == 1 and "broken.png" in panel.skipped.item(0, 0).text()
+    assert panel.model.rowCount() == 15
+    # Thumbnails load lazily in the background and replace the placeholder.
+    index = panel.model.index(0)
+    panel.model.data(index, Qt.ItemDataRole.DecorationRole)
+    qtbot.waitUntil(lambda: 0 in panel.model.cache, timeout=10_000)
+    assert panel.model.cache[0].width() > 0
+    # The train form now points at this folder with suggested settings and a fresh run folder.
+    assert window.train_panel.data_dir == str(folder) and window.train_panel.start_button.isEnabled()
+    assert str(folder) in window.recent_folders()
+
+
+def test_dropping_a_file_or_missing_folder_is_harmless(window, qtbot, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    window.open_path(tmp_path / "file.txt")
+    window.open_path(tmp_path / "missing")
+    assert window.scan is None and "Not a folder" in window.statusBar().currentMessage()
+
+
+def test_changing_a_control_updates_the_preview(window, qtbot, tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=4, size=32)
+    load(window, qtbot, folder)
+    aug = window.augment_panel
+    qtbot.waitUntil(lambda: getattr(aug, "preview_count", 0) >= 1, timeout=10_000)
+    before = aug.cells[0][1].pixmap().toImage()
+    count = aug.preview_count
+    # Masking only: the first view must now show an erased box, and the preset follows.
+    aug.preset.setCurrentText("Masking only")
+    qtbot.waitUntil(lambda: aug.preview_count > count, timeout=10_000)
+    assert aug.augment_config().mask_p == 1.0 and aug.augment_config().jitter_p == 0.0
+    after = aug.cells[0][1].pixmap().toImage()
+    assert after != before
+    # A single control change marks the preset as custom and re-renders.
+    count = aug.preview_count
+    aug.controls["flip_p"].setValue(0.3)
+    qtbot.waitUntil(lambda: aug.preview_count > count, timeout=10_000)
+    assert aug.preset.currentText() == "Custom"
+    # Re-roll draws new views.
+    count = aug.preview_count
+    aug.reroll.click()
+    qtbot.waitUntil(lambda: aug.preview_count > count, timeout=10_000)
+    assert aug.seed == 1
+    # Training uses exactly what the panel shows.
+    assert window.train_panel.config().augment == aug.augment_config()
+
+
+def test_training_streams_points_into_the_loss_plot_and_reopens(window, qtbot, tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=3, per_class=8)
+    load(window, qtbot, folder)
+    panel = window.train_panel
+    small_settings(panel, epochs=2)
+    panel.start_button.click()
+    assert panel.is_running() and not panel.start_button.isEnabled()
+    qtbot.waitUntil(lambda: not panel.is_running() and panel.history.finished is not None, timeout=60_000)
+    xs, ys = panel.loss_raw.getData()
+    assert len(xs) == 6 and np.all(np.isfinite(ys))  # 2 epochs × 3 steps
+    assert len(panel.knn_curve.getData()[0]) == 2
+    assert panel.progress.value() == panel.progress.maximum() == 6
+    assert "Epoch 2: loss" in panel.log.toPlainText()
+    run_dir = Path(panel.run_dir.text())
+    assert last_checkpoint(run_dir).exists()
+
+    # Reopening the run folder (as after a restart) restores config and curves, and offers to resume.
+    panel.new_run()
+    assert len(panel.loss_raw.getData()[0] or []) == 0
+    window.open_path(run_dir)
+    assert panel.opened_run == run_dir and panel.start_button.text() == "Resume training"
+    restored_x, restored_y = panel.loss_raw.getData()
+    assert np.array_equal(restored_x, xs) and np.allclose(restored_y, ys)
+    assert panel.image_size.value() == 16 and panel.batch_size.value() == 8
+    # Raising the epochs and resuming continues from the checkpoint.
+    panel.epochs.setValue(3)
+    panel.start_button.click()
+    qtbot.waitUntil(lambda: not panel.is_running() and panel.history.finished is not None
+                    and panel.history.finished.global_step == 9, timeout=60_000)
+    assert list(panel.loss_raw.getData()[0]) == list(range(1, 10))
+
+
+def test_pause_resume_and_stop(window, qtbot, tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
+    load(window, qtbot, folder)
+    panel = window.train_panel
+    small_settings(panel, epochs=500)
+    panel.start_button.click()
+    qtbot.waitUntil(lambda: len(panel.history.steps) >= 2, timeout=30_000)
+    panel.pause_button.click()
+    qtbot.waitUntil(lambda: panel.history.paused, timeout=30_000)
+    assert panel.pause_button.text() == "Resume"
+    steps = len(panel.history.steps)
+    qtbot.wait(400)
+    assert len(panel.history.steps) == steps  # nothing trains while paused
+    panel.pause_button.click()
+    qtbot.waitUntil(lambda: len(panel.history.steps) > steps, timeout=30_000)
+    assert not panel.history.paused and panel.pause_button.text() == "Pause"
+    panel.stop_button.click()
+    qtbot.waitUntil(lambda: not panel.is_running() and panel.history.finished is not None, timeout=30_000)
+    assert panel.history.finished.status == "stopped"
+    assert "Checkpoint saved" in panel.log.toPlainText()
+    assert panel.start_button.isEnabled()
+
+
+def test_errors_show_in_the_window(window, qtbot, tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=3)
+    load(window, qtbot, folder)
+    panel = window.train_panel
+    small_settings(panel)
+    panel.batch_size.setValue(64)  # more than the 6 images
+    panel.start_button.click()
+    qtbot.waitUntil(lambda: not panel.is_running() and panel.history.finished is not None, timeout=30_000)
+    assert panel.error_banner.isVisible() and "batch size 64" in panel.error_banner.text()
+    assert panel.history.finished.status == "failed" and panel.start_button.isEnabled()
+
+
+def test_following_a_run_written_by_another_process(window, qtbot, tmp_path):
+    data = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
+    cfg = RunConfig(data_dir=str(data), backbone="small-cnn", image_size=16, batch_size=8, epochs=400,
+                    device="cpu", eval_every=0)
+    trainer = Trainer(cfg, tmp_path / "cli-run")
+    worker = threading.Thread(target=trainer.run)  # stands in for `simclr-studio train` elsewhere
+    worker.start()
+    try:
+        deadline = time.time() + 30
+        while not (tmp_path / "cli-run" / "config.json").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        window.open_path(tmp_path / "cli-run")
+        panel = window.train_panel
+        assert panel.follower is not None and not panel.start_button.isEnabled()
+        qtbot.waitUntil(lambda: len(panel.history.steps) >= 3, timeout=30_000)
+        seen = len(panel.history.steps)
+        qtbot.waitUntil(lambda: len(panel.history.steps) > seen, timeout=30_000)  # it keeps following
+        assert len(panel.loss_raw.getData()[0]) == len(panel.history.steps)
+    finally:
+        trainer.stop()
+        worker.join(60)
+
+
+def test_closing_during_training_asks_then_stops_cleanly(window, qtbot, tmp_path, monkeypatch):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
+    load(window, qtbot, folder)
+    panel = window.train_panel
+    small_settings(panel, epochs=500)
+    panel.start_button.click()
+    qtbot.waitUntil(lambda: len(panel.history.steps) >= 1, timeout=30_000)
+    asked = []
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.No)
+    assert not window.close()  # "No": the window stays and training goes on
+    assert asked and panel.is_running()
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    assert window.close()
+    assert not panel.is_running()
+    state = __import__("torch").load(last_checkpoint(Path(panel.run_dir.text())), weights_only=True)
+    assert state["global_step"] >= 1
+
+
+def test_demo_and_recent_folders(window, qtbot, tmp_path):
+    window.open_demo()
+    qtbot.waitUntil(lambda: window.scan is not None, timeout=10_000)
+    assert len(window.scan) == 600 and len(window.scan.classes) == 10
+    assert window.recent_menu.isEnabled() and window.recent_menu.actions()[0].text().endswith("demo")

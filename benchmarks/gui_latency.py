@@ -99,7 +99,7 @@ def main() -> None:
         poll = QTimer()
         poll.setInterval(20)
         deadline = time.time() + timeout_s
-        poll.timeout.connect(lambda: app.quit() if done() or time.time() > deadline else None)
+        poll.timeout.connect(lambda: app.exit(0) if done() or time.time() > deadline else None)
         poll.start()
         app.exec()
         poll.stop()
@@ -179,6 +179,9 @@ def main() -> None:
         "in_window_runs_images_per_s": gui_rates,
         "ui_overhead_percent": 100 * (1 - in_window / headless),
     }
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)  # tens of thousands of files: leaving them slows later runs
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{'measure':<38}{'value':>12}")

@@ -47,7 +47,7 @@ def main() -> None:
         deadline = time.time() + seconds
         timer = QTimer()
         timer.setInterval(50)
-        timer.timeout.connect(lambda: app.quit() if time.time() > deadline or (until and until()) else None)
+        timer.timeout.connect(lambda: app.exit(0) if time.time() > deadline or (until and until()) else None)
         timer.start()
         app.exec()
         timer.stop()

@@ -174,7 +174,7 @@ def follow_events(path: Path, offset: int) -> tuple[Iterator[Event], int]:
     for line in chunk[: end + 1].splitlines():
         try:
             event = event_from_dict(json.loads(line))
-        except (json.JSONDecodeError, TypeError):
+        except (ValueError, TypeError):  # a damaged line (bad JSON or bad UTF-8): skip it, keep following
             continue
         if event is not None:
             events.append(event)

@@ -103,9 +103,10 @@ def test_changing_a_control_updates_the_preview(window, qtbot, tmp_path):
     assert aug.preset.currentText() == "Custom"
     # Re-roll draws new views.
     count = aug.preview_count
+    before_reroll = aug.cells[0][1].pixmap().toImage()
     aug.reroll.click()
     qtbot.waitUntil(lambda: aug.preview_count > count, timeout=10_000)
-    assert aug.seed == 1
+    assert aug.seed == 1 and aug.cells[0][1].pixmap().toImage() != before_reroll
     # Training uses exactly what the panel shows.
     assert window.train_panel.config().augment == aug.augment_config()
 
@@ -148,7 +149,10 @@ def test_pause_resume_and_stop(window, qtbot, tmp_path):
     panel = window.train_panel
     small_settings(panel, epochs=500)
     panel.start_button.click()
-    qtbot.waitUntil(lambda: len(panel.history.steps) >= 2, timeout=30_000)
+    # Points reach the plot while the run is still going, not only at the end.
+    qtbot.waitUntil(lambda: len(panel.loss_raw.getData()[0] if panel.loss_raw.getData()[0] is not None else []) >= 2,
+                    timeout=30_000)
+    assert panel.is_running()
     panel.pause_button.click()
     qtbot.waitUntil(lambda: panel.history.paused, timeout=30_000)
     assert panel.pause_button.text() == "Resume"
@@ -196,6 +200,11 @@ def test_following_a_run_written_by_another_process(window, qtbot, tmp_path):
         seen = len(panel.history.steps)
         qtbot.waitUntil(lambda: len(panel.history.steps) > seen, timeout=30_000)  # it keeps following
         assert len(panel.loss_raw.getData()[0]) == len(panel.history.steps)
+        trainer.stop()
+        worker.join(60)
+        # The finished event arrives: following ends and the run can be resumed from the window.
+        qtbot.waitUntil(lambda: panel.follower is None, timeout=30_000)
+        assert panel.start_button.isEnabled() and panel.start_button.text() == "Resume training"
     finally:
         trainer.stop()
         worker.join(60)
@@ -215,8 +224,13 @@ def test_closing_during_training_asks_then_stops_cleanly(window, qtbot, tmp_path
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     assert window.close()
     assert not panel.is_running()
+    from simclr_studio.events import read_events
+
+    events = read_events(Path(panel.run_dir.text()) / "events.jsonl")
+    stops = [e for e in events if e.kind == "checkpoint" and e.reason == "stop"]
+    assert len(stops) == 1 and events[-1].kind == "finished" and events[-1].status == "stopped"
     state = __import__("torch").load(last_checkpoint(Path(panel.run_dir.text())), weights_only=True)
-    assert state["global_step"] >= 1
+    assert state["global_step"] == stops[0].global_step >= 1
 
 
 def test_demo_and_recent_folders(window, qtbot, tmp_path):
@@ -224,3 +238,43 @@ def test_demo_and_recent_folders(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.scan is not None, timeout=10_000)
     assert len(window.scan) == 600 and len(window.scan.classes) == 10
     assert window.recent_menu.isEnabled() and window.recent_menu.actions()[0].text().endswith("demo")
+
+
+def test_a_newer_folder_wins_over_a_slower_scan(window, qtbot, tmp_path):
+    first = make_image_folder(tmp_path / "first", classes=2, per_class=30)
+    second = make_image_folder(tmp_path / "second", classes=2, per_class=3)
+    window.open_path(first)
+    window.open_path(second)  # before the first scan has reported
+    qtbot.waitUntil(lambda: window.scan is not None, timeout=10_000)
+    qtbot.wait(300)  # a late result of the first scan would arrive now
+    assert window.scan.root == str(second) and window.data_panel.model.rowCount() == 6
+    assert window.train_panel.data_dir == str(second)
+
+
+def test_follower_restarts_when_the_events_file_is_rewritten(qtbot, tmp_path):
+    from simclr_studio.events import EventLog, LogEvent
+    from simclr_studio.gui.workers import RunFollower
+
+    log = EventLog(tmp_path / "events.jsonl")
+    for i in range(5):
+        log.write(LogEvent(message=f"line {i} " + "x" * 50))
+    log.close()
+    follower = RunFollower(tmp_path)
+    got, resets = [], []
+    follower.events.connect(got.extend)
+    follower.reset.connect(lambda: resets.append(1))
+    follower.poll()
+    assert len(got) == 5
+    (tmp_path / "events.jsonl").write_text("")  # a new run replaced the file
+    log = EventLog(tmp_path / "events.jsonl")
+    log.write(LogEvent(message="fresh"))
+    log.close()
+    follower.poll()
+    assert resets == [1] and got[-1].message == "fresh"
+    with open(tmp_path / "events.jsonl", "ab") as f:
+        f.write(b"\xff\xfe not json\n")  # a damaged line is skipped, following goes on
+    log = EventLog(tmp_path / "events.jsonl")
+    log.write(LogEvent(message="after damage"))
+    log.close()
+    follower.poll()
+    assert got[-1].message == "after damage"

@@ -134,8 +134,9 @@ class AugmentPanel(QWidget):
         scroll = QScrollArea()
         scroll.setWidget(controls)
         scroll.setWidgetResizable(True)
-        scroll.setMinimumWidth(360)
-        scroll.setMaximumWidth(440)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(380)
+        scroll.setMaximumWidth(460)
 
         # ---- preview ----
         self.reroll = QPushButton("Re-roll views")

@@ -155,8 +155,7 @@ class MainWindow(QMainWindow):
         """An image folder is scanned; a run folder restores its config and curves."""
         path = Path(path).expanduser()
         if not path.is_dir():
-            self.statusBar().showMessage(f"Not a folder: {path}")
-            self.data_panel.show_empty()
+            self.statusBar().showMessage(f"Not a folder: {path}")  # what is open stays open
             return
         if is_run_folder(path):
             self.open_run(path)
@@ -167,21 +166,27 @@ class MainWindow(QMainWindow):
         if self.train_panel.is_running():
             self.statusBar().showMessage("A run is training: stop it before opening another folder.")
             return
-        if self.scan_job is not None:
-            self.scan_job.cancel()
         self.data_panel.show_scanning(str(folder))
         self.tabs.setCurrentWidget(self.data_panel)
+        job = self._new_scan_job(folder)
+        job.progress.connect(self.data_panel.scan_progress)
+        job.finished.connect(self._on_scanned)
+        job.failed.connect(self._on_scan_failed)
+        job.start()
+
+    def _new_scan_job(self, folder: Path) -> ScanJob:
+        """A scan that supersedes any scan still running (whose result is then dropped)."""
+        if self.scan_job is not None:
+            self.scan_job.cancel()
         self.scan_job = ScanJob(folder, self)
-        self.scan_job.progress.connect(self.data_panel.scan_progress)
-        self.scan_job.finished.connect(self._on_scanned)
-        self.scan_job.failed.connect(self._on_scan_failed)
-        self.scan_job.start()
-        self._remember(str(folder))
+        return self.scan_job
 
     def _on_scanned(self, scan: ScanResult) -> None:
         self.scan = scan
         self.data_panel.show_scan(scan)
+        self._remember(scan.root)
         if len(scan) == 0:
+            self.train_panel.clear_data()
             self.statusBar().showMessage(f"No images found in {scan.root}")
             return
         self.train_panel.set_data(scan.root, len(scan), typical_side(scan.paths))
@@ -202,10 +207,12 @@ class MainWindow(QMainWindow):
     def open_run(self, run_dir: Path) -> None:
         from simclr_studio.config import ConfigError
 
+        if self.scan_job is not None:
+            self.scan_job.cancel()  # a folder scan finishing later must not reset the opened run
         try:
             state = self.train_panel.open_run(run_dir)
-        except (ConfigError, RuntimeError) as exc:
-            self.statusBar().showMessage(str(exc))
+        except (ConfigError, RuntimeError, OSError) as exc:
+            self.statusBar().showMessage(f"Cannot open run {run_dir}: {exc}")
             return
         self._remember(str(run_dir))
         self.tabs.setCurrentWidget(self.train_panel)
@@ -217,11 +224,11 @@ class MainWindow(QMainWindow):
 
     def open_data_for_run(self, folder: Path) -> None:
         """Show the run's images without resetting the opened run's settings."""
-        job = ScanJob(folder, self)
+        job = self._new_scan_job(folder)
         job.finished.connect(lambda scan: (self.data_panel.show_scan(scan), self.augment_panel.set_images(scan.paths),
                                            self.augment_panel.set_image_size(self.train_panel.image_size.value())))
+        job.failed.connect(lambda message: self.statusBar().showMessage(f"Cannot read the run's images: {message}"))
         job.start()
-        self.scan_job = job
 
     # ---- drag and drop ------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
@@ -250,7 +257,9 @@ class MainWindow(QMainWindow):
                 event.ignore()
                 return
             self.statusBar().showMessage("Stopping training: saving a checkpoint…")
-            self.train_panel.stop_and_wait()
+            if not self.train_panel.stop_and_wait():
+                QMessageBox.warning(self, "Training did not stop",
+                                    "The run did not stop within a minute; its last epoch checkpoint is kept.")
         if self.scan_job is not None:
             self.scan_job.cancel()
         event.accept()

@@ -9,7 +9,7 @@ from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRunnable, 
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QListView
 
-from simclr_studio.data import DataError, decode_image
+from simclr_studio.data import decode_image
 
 THUMB = 72
 
@@ -21,20 +21,23 @@ def array_to_qimage(array) -> QImage:
 
 
 class _Loaded(QObject):
-    done = Signal(int, QImage)
+    done = Signal(int, int, QImage)  # generation, row, image
 
 
 class _LoadThumb(QRunnable):
-    def __init__(self, row: int, path: str, size: int, signal: _Loaded):
+    def __init__(self, generation: int, row: int, path: str, size: int, signal: _Loaded):
         super().__init__()
-        self.row, self.path, self.size, self.signal = row, path, size, signal
+        self.generation, self.row, self.path, self.size, self.signal = generation, row, path, size, signal
 
     def run(self) -> None:
         try:
             image = array_to_qimage(decode_image(self.path, self.size))
-        except DataError:
+        except Exception:  # DataError or anything unexpected: a placeholder, never a row stuck "pending"
             image = QImage()
-        self.signal.done.emit(self.row, image)
+        try:
+            self.signal.done.emit(self.generation, self.row, image)
+        except RuntimeError:  # the model went away with its window
+            pass
 
 
 class ThumbnailModel(QAbstractListModel):
@@ -47,6 +50,7 @@ class ThumbnailModel(QAbstractListModel):
         self.cache: OrderedDict[int, QPixmap] = OrderedDict()
         self.cache_size = cache_size
         self.pending: set[int] = set()
+        self.generation = 0  # bumped on every new folder, so late loads of the old one are dropped
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(2)
         self._loaded = _Loaded()
@@ -57,6 +61,7 @@ class ThumbnailModel(QAbstractListModel):
     def set_images(self, paths: list[str], labels: list[str] | None = None) -> None:
         self.beginResetModel()
         self.pool.clear()
+        self.generation += 1
         self.paths = list(paths)
         self.labels = list(labels) if labels else [""] * len(self.paths)
         self.cache.clear()
@@ -77,16 +82,16 @@ class ThumbnailModel(QAbstractListModel):
                 return pixmap
             if row not in self.pending:
                 self.pending.add(row)
-                self.pool.start(_LoadThumb(row, self.paths[row], THUMB, self._loaded))
+                self.pool.start(_LoadThumb(self.generation, row, self.paths[row], THUMB, self._loaded))
             return self.placeholder
         if role == Qt.ItemDataRole.ToolTipRole:
             return self.paths[row] + (f"\n{self.labels[row]}" if self.labels[row] else "")
         return None
 
-    def _on_loaded(self, row: int, image: QImage) -> None:
+    def _on_loaded(self, generation: int, row: int, image: QImage) -> None:
+        if generation != self.generation or row >= len(self.paths):
+            return  # a thumbnail of a folder that is no longer shown
         self.pending.discard(row)
-        if row >= len(self.paths):
-            return
         pixmap = QPixmap.fromImage(image) if not image.isNull() else self.placeholder
         self.cache[row] = pixmap
         while len(self.cache) > self.cache_size:

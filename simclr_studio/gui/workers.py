@@ -17,7 +17,7 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from simclr_studio.config import RunConfig
 from simclr_studio.data import DataError, ScanResult, scan_folder
-from simclr_studio.events import EVENTS_FILE, ErrorEvent, Event, follow_events
+from simclr_studio.events import EVENTS_FILE, Event, follow_events
 from simclr_studio.train import Trainer
 
 UI_INTERVAL_MS = 66  # ~15 Hz
@@ -76,6 +76,8 @@ class ScanJob(QObject):
         if outcome is None:
             return
         self._timer.stop()
+        if self._cancel.is_set():  # superseded by a newer scan: deliver nothing
+            return
         kind, value = outcome
         if kind == "ok":
             self.finished.emit(value)
@@ -123,9 +125,8 @@ class TrainJob(QObject):
     def _work(self) -> None:
         try:
             self.status = self.trainer.run()
-        except Exception as exc:  # the trainer has already emitted an ErrorEvent; keep the traceback for the log
-            self._queue.append(ErrorEvent(message="".join(traceback.format_exception_only(exc)).strip(),
-                                          category="error"))
+        except Exception:  # the trainer has already reported it as an ErrorEvent and a "failed" finish
+            traceback.print_exc()
             self.status = "failed"
 
     @Slot()
@@ -144,6 +145,7 @@ class RunFollower(QObject):
     """Follows a run's events.jsonl written by another process (CLI, another machine on a shared folder)."""
 
     events = Signal(list)
+    reset = Signal()  # the file was truncated or replaced: followers must start over
 
     def __init__(self, run_dir: str | Path, interval_ms: int = 250, parent: QObject | None = None):
         super().__init__(parent)
@@ -163,8 +165,11 @@ class RunFollower(QObject):
     @Slot()
     def poll(self) -> None:
         try:
+            if self.offset and self.path.stat().st_size < self.offset:
+                self.offset = 0
+                self.reset.emit()
             new, self.offset = follow_events(self.path, self.offset)
-        except OSError:
+        except (OSError, ValueError):
             return
         batch = list(new)
         if batch:
@@ -181,7 +186,10 @@ class _Task(QRunnable):
             result, error = self.fn(), None
         except Exception as exc:
             result, error = None, f"{type(exc).__name__}: {exc}"
-        self.done(result, error)
+        try:
+            self.done(result, error)
+        except RuntimeError:  # the receiver (its window) was closed while this ran: nobody to tell
+            pass
 
 
 class TaskRunner(QObject):

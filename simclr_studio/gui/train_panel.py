@@ -172,7 +172,7 @@ class TrainPanel(QWidget):
         self.smoothing.valueChanged.connect(self._update_plots)
         self.smoothing_label = QLabel("0.80")
         self.log_y = QCheckBox("Log scale")
-        self.log_y.toggled.connect(lambda on: self.loss_plot.setLogMode(y=on))
+        self.log_y.toggled.connect(lambda on: (self.loss_plot.setLogMode(y=on), self._update_plots()))
         plot_bar = QHBoxLayout()
         plot_bar.addWidget(QLabel("Loss smoothing"))
         plot_bar.addWidget(self.smoothing)
@@ -493,11 +493,32 @@ class TrainPanel(QWidget):
         self.smoothing_label.setText(f"{weight:.2f}")
         steps = np.asarray(h.steps, dtype=np.float64)
         loss = np.asarray(h.loss, dtype=np.float64)
+        lr = np.asarray(h.lr, dtype=np.float64)
+        speed = np.asarray(h.throughput, dtype=np.float64)
         self.loss_raw.setData(steps, loss)
         self.loss_smooth.setData(steps, smooth_ema(loss, weight))
-        self.lr_curve.setData(steps, np.asarray(h.lr, dtype=np.float64))
-        self.speed_curve.setData(steps, np.asarray(h.throughput, dtype=np.float64))
+        self.lr_curve.setData(steps, lr)
+        self.speed_curve.setData(steps, speed)
+        for plot, values in ((self.loss_plot, loss), (self.lr_plot, lr), (self.speed_plot, speed)):
+            self._fit_y(plot, values)
         self.knn_curve.setData(np.asarray(h.knn_epochs, dtype=np.float64), np.asarray(h.knn_accuracy))
+
+    @staticmethod
+    def _fit_y(plot, values: np.ndarray) -> None:
+        """Y range with hysteresis: it changes only when the data leaves it or fills under a third of it,
+        so the (cached) axis is not redrawn on every update, as plain auto-range would."""
+        log = plot.getAxis("left").logMode
+        finite = values[np.isfinite(values) & ((values > 0) if log else True)]
+        if finite.size == 0:
+            plot.enableAutoRange(y=True)
+            return
+        data = np.log10(finite) if log else finite
+        lo, hi = float(data.min()), float(data.max())
+        span = max(hi - lo, abs(hi) * 1e-3, 1e-12)
+        (cur_lo, cur_hi) = plot.getViewBox().viewRange()[1]
+        if plot.getViewBox().autoRangeEnabled()[1] or lo < cur_lo or hi > cur_hi or (cur_hi - cur_lo) > 3 * span:
+            plot.enableAutoRange(y=False)
+            plot.setYRange(lo - 0.15 * span, hi + 0.15 * span, padding=0)
 
     def append_log(self, message: str) -> None:
         self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")

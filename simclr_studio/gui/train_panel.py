@@ -25,9 +25,9 @@ from simclr_studio.gui.workers import RunFollower, TrainJob
 from simclr_studio.history import RunHistory, smooth_ema
 from simclr_studio.train import CONFIG_FILE, last_checkpoint
 
-LIVE_WINDOW_S = 120
+LIVE_WINDOW_S = 120  # an events file touched this recently, without a "finished" event, is a live run
 # Text and progress follow events at ~15 Hz; the curves redraw at most 10 times a second.
-PLOT_INTERVAL_S = 0.1  # an events file touched this recently, without a "finished" event, is a live run
+PLOT_INTERVAL_S = 0.1
 
 
 def format_seconds(seconds: float) -> str:

@@ -278,3 +278,30 @@ def test_follower_restarts_when_the_events_file_is_rewritten(qtbot, tmp_path):
     log.close()
     follower.poll()
     assert got[-1].message == "after damage"
+
+
+def test_augment_settings_lock_while_a_run_owns_them(window, qtbot, tmp_path):
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
+    load(window, qtbot, folder)
+    aug, panel = window.augment_panel, window.train_panel
+    assert aug.controls["mask_p"].isEnabled() and not aug.locked_note.isVisibleTo(aug)
+    small_settings(panel, epochs=500)
+    panel.start_button.click()
+    assert not aug.controls["mask_p"].isEnabled() and aug.locked_note.isVisibleTo(aug)
+    qtbot.waitUntil(lambda: len(panel.history.steps) >= 1, timeout=30_000)  # past data preparation
+    panel.stop_and_wait()
+    qtbot.waitUntil(lambda: panel.start_button.text() == "Resume training", timeout=30_000)
+    assert not aug.controls["mask_p"].isEnabled()  # the stopped run is open to resume
+    panel.new_button.click()
+    assert aug.controls["mask_p"].isEnabled() and not aug.locked_note.isVisibleTo(aug)
+
+
+def test_cancelling_a_scan_keeps_what_was_open(window, qtbot, tmp_path):
+    first = make_image_folder(tmp_path / "first", classes=2, per_class=3)
+    load(window, qtbot, first)
+    window.open_path(make_image_folder(tmp_path / "second", classes=2, per_class=40))
+    assert window.data_panel.stack.currentIndex() == 1  # scanning
+    window.data_panel.cancel_button.click()
+    qtbot.wait(300)
+    assert window.scan.root == str(first) and window.data_panel.stack.currentIndex() == 2
+    assert window.data_panel.model.rowCount() == 6

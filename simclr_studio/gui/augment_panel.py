@@ -131,6 +131,13 @@ class AugmentPanel(QWidget):
                     form.addRow(label, spin)
             controls_layout.addWidget(box)
         controls_layout.addStretch()
+        self.controls_widget = controls
+        self.locked_note = QLabel("These settings belong to the run in progress or opened to resume; "
+                                  "start a new run to change them.")
+        self.locked_note.setWordWrap(True)
+        self.locked_note.setObjectName("muted")
+        self.locked_note.hide()
+        controls_layout.insertWidget(0, self.locked_note)
         scroll = QScrollArea()
         scroll.setWidget(controls)
         scroll.setWidgetResizable(True)
@@ -175,6 +182,14 @@ class AugmentPanel(QWidget):
         layout.addWidget(scroll)
         layout.addWidget(preview, 1)
         self.set_augment_config(AugmentConfig.for_image_size(32))
+
+    def set_locked(self, locked: bool) -> None:
+        """While a run owns the settings, the controls are read-only (the preview still works)."""
+        for control in self.controls.values():
+            for widget in control if isinstance(control, tuple) else (control,):
+                widget.setEnabled(not locked)
+        self.preset.setEnabled(not locked)
+        self.locked_note.setVisible(locked)
 
     # ---- config <-> controls ----
     def augment_config(self) -> AugmentConfig:

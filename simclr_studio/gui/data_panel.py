@@ -13,6 +13,7 @@ from simclr_studio.gui.thumbnails import ThumbnailModel, ThumbnailView
 class DataPanel(QWidget):
     open_folder_requested = Signal()
     open_demo_requested = Signal()
+    cancel_scan_requested = Signal()
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -51,6 +52,9 @@ class DataPanel(QWidget):
         scan_layout.addStretch()
         scan_layout.addWidget(self.scan_label)
         scan_layout.addWidget(self.scan_bar, alignment=Qt.AlignmentFlag.AlignCenter)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.clicked.connect(self.cancel_scan_requested)
+        scan_layout.addWidget(self.cancel_button, alignment=Qt.AlignmentFlag.AlignCenter)
         scan_layout.addStretch()
 
         # Loaded state.

@@ -56,8 +56,10 @@ class MainWindow(QMainWindow):
         self.train_panel.augment_config_loaded.connect(self.augment_panel.set_augment_config)
         self.train_panel.image_size.valueChanged.connect(self.augment_panel.set_image_size)
         self.train_panel.run_state_changed.connect(self._on_run_state)
+        self.train_panel.settings_locked.connect(self.augment_panel.set_locked)
         self.data_panel.open_folder_requested.connect(self.choose_folder)
         self.data_panel.open_demo_requested.connect(self.open_demo)
+        self.data_panel.cancel_scan_requested.connect(self.cancel_scan)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
         self.tabs.addTab(self.data_panel, "1 · Data")
@@ -180,6 +182,15 @@ class MainWindow(QMainWindow):
             self.scan_job.cancel()
         self.scan_job = ScanJob(folder, self)
         return self.scan_job
+
+    def cancel_scan(self) -> None:
+        if self.scan_job is not None:
+            self.scan_job.cancel()
+        if self.scan is not None:
+            self.data_panel.show_scan(self.scan)  # back to what was open before
+        else:
+            self.data_panel.show_empty()
+        self.statusBar().showMessage("Scan cancelled")
 
     def _on_scanned(self, scan: ScanResult) -> None:
         self.scan = scan

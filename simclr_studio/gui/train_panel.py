@@ -39,6 +39,7 @@ def format_seconds(seconds: float) -> str:
 
 class TrainPanel(QWidget):
     run_state_changed = Signal(bool)  # True while a run is training in this window
+    settings_locked = Signal(bool)  # True while the run's settings cannot change (training, or resuming a run)
     augment_config_loaded = Signal(object)  # AugmentConfig of an opened run folder
 
     def __init__(self, runs_root: Path, parent=None):
@@ -367,6 +368,7 @@ class TrainPanel(QWidget):
             widget.setEnabled(not running and not resume_mode)
         self.epochs.setEnabled(not running)
         self.run_state_changed.emit(running)
+        self.settings_locked.emit(running or resume_mode)
 
     # ---- opening an existing run --------------------------------------------------------------
     def open_run(self, run_dir: str | Path) -> str:

@@ -51,6 +51,7 @@ class ThumbnailModel(QAbstractListModel):
         self.cache_size = cache_size
         self.pending: set[int] = set()
         self.generation = 0  # bumped on every new folder, so late loads of the old one are dropped
+        self._requests = 0
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(2)
         self._loaded = _Loaded()
@@ -82,7 +83,10 @@ class ThumbnailModel(QAbstractListModel):
                 return pixmap
             if row not in self.pending:
                 self.pending.add(row)
-                self.pool.start(_LoadThumb(self.generation, row, self.paths[row], THUMB, self._loaded))
+                # Newest request first: after a long scroll the rows on screen load before those passed by.
+                self._requests += 1
+                self.pool.start(_LoadThumb(self.generation, row, self.paths[row], THUMB, self._loaded),
+                                self._requests % (1 << 30))
             return self.placeholder
         if role == Qt.ItemDataRole.ToolTipRole:
             return self.paths[row] + (f"\n{self.labels[row]}" if self.labels[row] else "")

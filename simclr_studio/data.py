@@ -282,6 +282,14 @@ def decode_all(
     return out, failures
 
 
+def without_failures(images: torch.Tensor, failures: dict[int, str]) -> torch.Tensor:
+    """The rows of a ``decode_all`` result whose images decoded (failed rows are only zeros)."""
+    if not failures:
+        return images
+    keep = torch.tensor([i for i in range(images.shape[0]) if i not in failures], dtype=torch.long)
+    return images.index_select(0, keep)
+
+
 class ImageFileDataset(torch.utils.data.Dataset):
     """Decodes one file per item (the streaming path, for folders too large to cache in RAM)."""
 

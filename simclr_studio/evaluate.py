@@ -130,16 +130,14 @@ def features_for_paths(
 
     Returns (features of the images that decoded, in order; {index: reason} of those that did not).
     """
-    from simclr_studio.data import decode_all
+    from simclr_studio.data import decode_all, without_failures
 
     parts: list[np.ndarray] = []
     failures: dict[int, str] = {}
     for start in range(0, len(paths), chunk):
         images, bad = decode_all(paths[start : start + chunk], size)
         failures.update({start + i: reason for i, reason in bad.items()})
-        if bad:
-            keep = torch.tensor([i for i in range(images.shape[0]) if i not in bad], dtype=torch.long)
-            images = images.index_select(0, keep)
+        images = without_failures(images, bad)
         parts.append(extract_features(backbone, iter_batches(images, batch_size), device))
         if progress is not None:
             progress(min(start + chunk, len(paths)), len(paths))

@@ -19,7 +19,8 @@ import torch
 from simclr_studio.augment import make_views, normalize, step_generator
 from simclr_studio.checkpoint import CheckpointError, atomic_copy, atomic_torch_save, load_training_checkpoint
 from simclr_studio.config import ConfigError, RunConfig
-from simclr_studio.data import BatchSource, DataError, ScanResult, decode_all, fits_in_ram, scan_folder
+from simclr_studio.data import (BatchSource, DataError, ScanResult, decode_all, fits_in_ram, scan_folder,
+                                without_failures)
 from simclr_studio.device import amp_dtype, describe, resolve_device
 from simclr_studio.evaluate import extract_features, iter_batches, knn_accuracy
 from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, Event, EventLog, LogEvent,
@@ -92,7 +93,7 @@ class Trainer:
             self.on_event(event)
 
     # ---- setup --------------------------------------------------------------------------------
-    def _prepare_data(self) -> tuple[ScanResult, BatchSource, torch.Tensor | None]:
+    def _prepare_data(self, device: torch.device) -> tuple[ScanResult, BatchSource, torch.Tensor | None]:
         cfg = self.cfg
         scan = scan_folder(cfg.data_dir, progress=lambda d, t: self.emit(PrepareProgress(stage="scan", done=d, total=t)),
                            should_stop=self._stop.is_set)
@@ -106,8 +107,7 @@ class Trainer:
                 progress=lambda d, t: self.emit(PrepareProgress(stage="decode", done=d, total=t)),
                 should_stop=self._stop.is_set)
             if failures:
-                keep = torch.tensor([i for i in range(len(scan)) if i not in failures], dtype=torch.long)
-                cache = cache.index_select(0, keep)
+                cache = without_failures(cache, failures)
                 scan = scan.drop(failures)
         for skipped in scan.skipped:
             self.emit(LogEvent(message=f"skipped {skipped.path}: {skipped.reason}"))
@@ -115,7 +115,7 @@ class Trainer:
             raise DataError(f"no readable images in {cfg.data_dir}")
         source = BatchSource(scan.paths, cfg.image_size, cfg.batch_size, cfg.seed, cache=cache,
                              num_workers=cfg.num_workers, rank=self.rank, world_size=self.world_size,
-                             pin_memory=resolve_device(cfg.device).type == "cuda")
+                             pin_memory=device.type == "cuda")
         return scan, source, cache
 
     def _checkpoint(self, model, optimizer, scaler, epoch: int, step_in_epoch: int, global_step: int, reason: str) -> Path:
@@ -171,7 +171,6 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.is_main:
             self._log = EventLog(self.run_dir / EVENTS_FILE)
-        epoch, global_step = 0, 0
         try:
             self.status = self._run()
         except (DataError, ConfigError, CheckpointError) as exc:
@@ -209,7 +208,7 @@ class Trainer:
         if self.is_main:
             cfg.save(self.run_dir / CONFIG_FILE)
 
-        scan, source, cache = self._prepare_data()
+        scan, source, cache = self._prepare_data(device)
         torch.manual_seed(cfg.seed)  # model initialisation
         # On resume the checkpoint holds the weights: the initial weights file is not needed again.
         model = build_model(cfg, load_weights=state is None).to(device)

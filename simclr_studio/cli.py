@@ -140,7 +140,25 @@ def cmd_train(args) -> int:
         elif isinstance(event, RunFinished) and bar is not None:
             bar.close()
 
+    pipe = None
+    if args.pipe:
+        # Driven by the app: events go to stdout as JSON lines (transient progress included) and
+        # everything printed for people goes to stderr; commands arrive on stdin.
+        pipe, sys.stdout = sys.stdout, sys.stderr
+        quiet = True
+        print_event = on_event
+
+        def on_event(event):  # noqa: F811 (wraps the printer above)
+            print_event(event)
+            try:
+                pipe.write(json.dumps(event.to_dict()) + "\n")
+                pipe.flush()
+            except (BrokenPipeError, ValueError, OSError):  # the app went away: keep training, stop below
+                trainer.stop()
+
     trainer = Trainer(cfg, out, on_event=on_event, resume=args.resume)
+    if args.pipe:
+        _control_from_stdin(trainer)
 
     def on_sigint(signum, frame):
         print("\nstopping: saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
@@ -157,6 +175,22 @@ def cmd_train(args) -> int:
     resumable = result == "stopped" and last_checkpoint(out).exists()
     print(f"{result}: run folder {out}" + (f" (resume with: simclr-studio train --out {out} --resume)" if resumable else ""))
     return 0 if result == "completed" else EXIT_FAILED if result == "failed" else 130
+
+
+def _control_from_stdin(trainer) -> None:
+    """Lines "pause", "resume" and "stop" on stdin control the run; end of input (the app closed
+    or crashed) stops it with a checkpoint, so nothing is lost."""
+    import threading
+
+    def read() -> None:
+        commands = {"pause": trainer.pause, "resume": trainer.resume_training, "stop": trainer.stop}
+        for line in sys.stdin:
+            command = commands.get(line.strip())
+            if command is not None:
+                command()
+        trainer.stop()
+
+    threading.Thread(target=read, name="control", daemon=True).start()
 
 
 # ---- embed / eval / export --------------------------------------------------------------------
@@ -190,8 +224,14 @@ def cmd_embed(args) -> int:
 
     run = load_run(args.run_dir, args.checkpoint)
     scan, feats = _features(run, args.data_dir, args.batch_size, args.device, args.quiet)
-    path = save_embeddings(args.out, feats, scan.paths, scan.labels, scan.classes)
-    print(f"wrote {feats.shape[0]} × {feats.shape[1]} features to {path}")
+    coords = None
+    if args.map != "none":
+        from simclr_studio.projection import pca_2d, tsne_2d
+
+        coords = (pca_2d if args.map == "pca" else tsne_2d)(feats)
+    path = save_embeddings(args.out, feats, scan.paths, scan.labels, scan.classes, coords)
+    print(f"wrote {feats.shape[0]} × {feats.shape[1]} features to {path}"
+          + (f" with {args.map} map coordinates" if coords is not None else ""))
     return 0
 
 
@@ -275,6 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-workers", type=int, dest="num_workers", help="loader processes when not cached in RAM")
     t.add_argument("--seed", type=int)
     t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)  # the app's link: events out, commands in
     t.set_defaults(func=cmd_train)
 
     def run_args(p):
@@ -290,6 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_args(e)
     e.add_argument("data_dir", metavar="DATA_DIR")
     e.add_argument("--out", required=True, metavar="FEATURES.npz", help=".npz or .csv")
+    e.add_argument("--map", choices=("none", "pca", "tsne"), default="none",
+                   help="also store 2-D map coordinates (x, y columns in CSV, 'coords' in .npz)")
     feature_args(e)
     e.set_defaults(func=cmd_embed)
 

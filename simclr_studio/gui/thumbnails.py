@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRunnable, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRect, QRunnable, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QColor, QImage, QPixmap
-from PySide6.QtWidgets import QListView
+from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate
 
 from simclr_studio.data import decode_image
 
@@ -30,6 +30,9 @@ class _LoadThumb(QRunnable):
         self.generation, self.row, self.path, self.size, self.signal = generation, row, path, size, signal
 
     def run(self) -> None:
+        from simclr_studio.gui.workers import lower_thread_priority
+
+        lower_thread_priority()  # decoding yields the CPU to the window
         try:
             image = array_to_qimage(decode_image(self.path, self.size))
         except Exception:  # DataError or anything unexpected: a placeholder, never a row stuck "pending"
@@ -43,8 +46,9 @@ class _LoadThumb(QRunnable):
 class ThumbnailModel(QAbstractListModel):
     """Rows are image paths; DecorationRole is the thumbnail (a placeholder until it is loaded)."""
 
-    def __init__(self, parent: QObject | None = None, cache_size: int = 4000):
+    def __init__(self, parent: QObject | None = None, cache_size: int = 4000, captions: bool = False):
         super().__init__(parent)
+        self.captions = captions  # labels shown under each thumbnail (else only in the tooltip)
         self.paths: list[str] = []
         self.labels: list[str] = []
         self.cache: OrderedDict[int, QPixmap] = OrderedDict()
@@ -88,6 +92,8 @@ class ThumbnailModel(QAbstractListModel):
                 self.pool.start(_LoadThumb(self.generation, row, self.paths[row], THUMB, self._loaded),
                                 self._requests % (1 << 30))
             return self.placeholder
+        if role == Qt.ItemDataRole.DisplayRole and self.captions:
+            return self.labels[row]
         if role == Qt.ItemDataRole.ToolTipRole:
             return self.paths[row] + (f"\n{self.labels[row]}" if self.labels[row] else "")
         return None
@@ -104,8 +110,39 @@ class ThumbnailModel(QAbstractListModel):
         self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
 
 
+class ThumbnailDelegate(QStyledItemDelegate):
+    """Draws a thumbnail (and its caption) in one Python call per item. The default delegate asks the
+    model for a dozen roles per item, each a call into Python that must take the GIL from busy
+    worker threads: with thumbnails loading, that made a repaint of the grid stall for tens of ms."""
+
+    def __init__(self, view: "ThumbnailView"):
+        super().__init__(view)
+        self.view = view
+
+    def paint(self, painter, option, index) -> None:
+        model = index.model()
+        row = index.row()
+        rect = option.rect
+        if option.state & QStyle.StateFlag.State_Selected:
+            painter.fillRect(rect, option.palette.highlight())
+        pixmap = model.data(index, Qt.ItemDataRole.DecorationRole)
+        if pixmap is not None:
+            w, h = pixmap.width(), pixmap.height()
+            painter.drawPixmap(rect.x() + (rect.width() - w) // 2, rect.y() + 3 + (THUMB - h) // 2, pixmap)
+        if model.captions and row < len(model.labels) and model.labels[row]:
+            text_rect = QRect(rect.x() + 2, rect.y() + THUMB + 5, rect.width() - 4, rect.height() - THUMB - 5)
+            painter.setPen(option.palette.color(option.palette.ColorRole.HighlightedText
+                                                if option.state & QStyle.StateFlag.State_Selected
+                                                else option.palette.ColorRole.Text))
+            painter.drawText(text_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap,
+                             model.labels[row])
+
+    def sizeHint(self, option, index) -> QSize:
+        return self.view.gridSize() - QSize(4, 4)
+
+
 class ThumbnailView(QListView):
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, caption_lines: int = 0):
         super().__init__(parent)
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setUniformItemSizes(True)  # lets Qt lay out 100k items without asking each for its size
@@ -114,6 +151,10 @@ class ThumbnailView(QListView):
         self.setResizeMode(QListView.ResizeMode.Adjust)
         self.setMovement(QListView.Movement.Static)
         self.setIconSize(QSize(THUMB, THUMB))
-        self.setGridSize(QSize(THUMB + 10, THUMB + 10))
+        caption = caption_lines * (self.fontMetrics().height() + 1)
+        self.setGridSize(QSize(THUMB + 10 + (24 if caption_lines else 0), THUMB + 10 + caption))
+        if caption_lines:
+            self.setWordWrap(True)
+        self.setItemDelegate(ThumbnailDelegate(self))
         self.setSpacing(2)
         self.setSelectionMode(QListView.SelectionMode.ExtendedSelection)

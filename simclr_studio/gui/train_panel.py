@@ -1,6 +1,6 @@
 """The Train tab: the run's settings, Start / Pause / Stop, live curves, progress and a log.
 
-All training happens in a TrainJob (a worker thread); this widget only renders its events, at most
+All training happens in a TrainJob (a child process); this widget only renders its events, at most
 ~15 times a second. A run folder written by another process is followed through its events file.
 """
 
@@ -28,6 +28,7 @@ from simclr_studio.train import CONFIG_FILE, last_checkpoint
 LIVE_WINDOW_S = 120  # an events file touched this recently, without a "finished" event, is a live run
 # Text and progress follow events at ~15 Hz; the curves redraw at most 10 times a second.
 PLOT_INTERVAL_S = 0.1
+LEFT_AXIS_WIDTH = 56  # px: room for tick labels such as "0.0003" or "1.2e+03"
 
 
 def format_seconds(seconds: float) -> str:
@@ -52,6 +53,7 @@ class TrainPanel(QWidget):
         self.opened_run: Path | None = None  # a run folder opened to resume or follow
         self.augment_source = None  # callable returning the AugmentConfig to train with
         self._last_plot = 0.0
+        self._knn_shown: tuple = ((), ())
         self._plot_timer = QTimer(self)
         self._plot_timer.setSingleShot(True)
         self._plot_timer.timeout.connect(self._update_plots)
@@ -137,8 +139,10 @@ class TrainPanel(QWidget):
         left_layout.addWidget(self.progress)
         left_layout.addWidget(self.progress_label)
         left_layout.addStretch()
-        left.setMinimumWidth(320)
-        left.setMaximumWidth(400)
+        # A fixed width: the progress text changes length every update, and a column that followed it
+        # would resize the plots beside it, which redraws every axis from scratch.
+        left.setFixedWidth(360)
+        self.progress_label.setWordWrap(True)
 
         # ---- plots ----
         pg.setConfigOptions(antialias=False)  # antialiased curves cost ~10× more to draw (raster engine)
@@ -158,12 +162,17 @@ class TrainPanel(QWidget):
                 # Axes (tick labels and grid) are the costly part of a redraw: cache them as pixmaps,
                 # redrawn only when their range changes (8× cheaper redraws during training).
                 plot.getAxis(name).setCacheMode(QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            # A fixed tick-label width: otherwise a y range whose labels are wider or narrower re-lays
+            # out all four plots, which throws away every cached axis.
+            plot.getAxis("left").setWidth(LEFT_AXIS_WIDTH)
         self.knn_plot.setLabel("bottom", "epoch")
         self.knn_plot.setYRange(0, 1)
-        self.loss_raw = self.loss_plot.plot(pen=pg.mkPen((100, 150, 230, 70), width=1), name="raw")
-        self.loss_smooth = self.loss_plot.plot(pen=pg.mkPen((40, 110, 220), width=2), name="smoothed")
-        self.lr_curve = self.lr_plot.plot(pen=pg.mkPen((230, 126, 34), width=2))
-        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen((39, 174, 96), width=1.5))
+        # One-pixel opaque pens: Qt's raster engine draws them on its fast line path; wider or
+        # translucent pens cost several times more per redraw. The raw loss colour is set per theme.
+        self.loss_raw = self.loss_plot.plot(name="raw")
+        self.loss_smooth = self.loss_plot.plot(pen=pg.mkPen((40, 110, 220), width=1), name="smoothed")
+        self.lr_curve = self.lr_plot.plot(pen=pg.mkPen((230, 126, 34), width=1))
+        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen((39, 174, 96), width=1))
         self.knn_curve = self.knn_plot.plot(pen=pg.mkPen((142, 68, 173), width=2), symbol="o", symbolSize=6,
                                             symbolBrush=(142, 68, 173))
         self.smoothing = QSlider(Qt.Orientation.Horizontal)
@@ -205,6 +214,7 @@ class TrainPanel(QWidget):
     def apply_theme(self, dark: bool) -> None:
         self.plots.setBackground("#1e1f22" if dark else "w")
         axis_pen = pg.mkPen("#c8c8c8" if dark else "#444")
+        self.loss_raw.setPen(pg.mkPen((58, 78, 110) if dark else (180, 200, 238), width=1))  # faint, not see-through
         for plot in (self.loss_plot, self.lr_plot, self.speed_plot, self.knn_plot):
             for name in ("left", "bottom"):
                 plot.getAxis(name).setPen(axis_pen)
@@ -259,6 +269,15 @@ class TrainPanel(QWidget):
             self.run_dir.setText(folder)
 
     # ---- run control --------------------------------------------------------------------------
+    def current_run_dir(self) -> Path | None:
+        """The run this panel shows (training, followed or opened), or None before one exists."""
+        if self.job is not None:
+            return self.job.run_dir
+        if self.opened_run is not None:
+            return self.opened_run
+        text = self.run_dir.text().strip()
+        return Path(text).expanduser() if text and (Path(text).expanduser() / CONFIG_FILE).is_file() else None
+
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_running()
 
@@ -335,6 +354,7 @@ class TrainPanel(QWidget):
         if self.follower is not None:
             self.follower.stop()
             self.follower = None
+        self.job = None
         self.opened_run = None
         self.history = RunHistory()
         self.log.clear()
@@ -503,7 +523,10 @@ class TrainPanel(QWidget):
         self.speed_curve.setData(steps, speed)
         for plot, values in ((self.loss_plot, loss), (self.lr_plot, lr), (self.speed_plot, speed)):
             self._fit_y(plot, values)
-        self.knn_curve.setData(np.asarray(h.knn_epochs, dtype=np.float64), np.asarray(h.knn_accuracy))
+        knn = (tuple(h.knn_epochs), tuple(h.knn_accuracy))
+        if knn != self._knn_shown:  # once an epoch at most: leave that plot's paint cache alone otherwise
+            self._knn_shown = knn
+            self.knn_curve.setData(np.asarray(knn[0], dtype=np.float64), np.asarray(knn[1], dtype=np.float64))
 
     @staticmethod
     def _fit_y(plot, values: np.ndarray) -> None:

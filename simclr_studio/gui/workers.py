@@ -1,13 +1,19 @@
 """Background work for the window: scanning, training, previews, following a run's events file.
 
-Engine callbacks run on worker threads; they only append to thread-safe queues. A QTimer on the
-GUI thread drains the queues at ~15 Hz and hands batches of events to the widgets, so a run that
-makes thousands of steps per second still costs the interface a handful of updates per second.
+Training runs in a child process (the command line, linked by pipes); scans, embeddings and previews
+run on worker threads. Either way results only go into thread-safe queues, and a QTimer on the GUI
+thread drains them at ~15 Hz and hands batches of events to the widgets, so a run that makes
+thousands of steps per second still costs the interface a handful of updates per second.
 """
 
 from __future__ import annotations
 
 import collections
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import threading
 import traceback
 from pathlib import Path
@@ -17,10 +23,10 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from simclr_studio.config import RunConfig
 from simclr_studio.data import DataError, ScanResult, scan_folder
-from simclr_studio.events import EVENTS_FILE, Event, follow_events
-from simclr_studio.train import Trainer
+from simclr_studio.events import EVENTS_FILE, ErrorEvent, Event, RunFinished, event_from_dict, follow_events
 
 UI_INTERVAL_MS = 66  # ~15 Hz
+PROCESS_LOG = "train.log"  # the training process's own messages, in the run folder
 
 
 def lower_thread_priority(niceness: int = 5) -> None:
@@ -96,50 +102,120 @@ class ScanJob(QObject):
             self.failed.emit(value)
 
 
+def train_command() -> list[str]:
+    """How to start the command line from the app (a frozen bundle is its own interpreter)."""
+    if getattr(sys, "frozen", False):
+        return [sys.executable]
+    return [sys.executable, "-m", "simclr_studio"]
+
+
 class TrainJob(QObject):
-    """Runs a Trainer on a worker thread; its events arrive on the GUI thread in batches."""
+    """Runs a training run as a child process (``simclr-studio train --pipe``): its events arrive as
+    JSON lines on a pipe and reach the GUI thread in batches; pause, resume and stop go down stdin.
+
+    A separate process trains exactly as fast as the command line does: the window's drawing never
+    holds the trainer's interpreter lock, and a crash in training cannot take the window with it.
+    """
 
     events = Signal(list)  # list[Event], at most ~15 times a second
     done = Signal(str)  # final status
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, parent: QObject | None = None):
         super().__init__(parent)
+        self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.resuming = resume
         self._queue: collections.deque[Event] = collections.deque()
-        self.trainer = Trainer(cfg, run_dir, on_event=self._queue.append, resume=resume)
-        self._thread = threading.Thread(target=self._work, name="train", daemon=True)
+        self._proc: subprocess.Popen | None = None
+        self._request: Path | None = None
+        self._reader = threading.Thread(target=self._read, name="train-events", daemon=True)
         self._timer = QTimer(self)
         self._timer.setInterval(UI_INTERVAL_MS)
         self._timer.timeout.connect(self._drain)
         self.status: str | None = None
+        self._done_emitted = False
+
+    def command(self) -> list[str]:
+        args = ["train", "--out", str(self.run_dir), "--quiet", "--pipe"]
+        if self.resuming:
+            return train_command() + args + ["--resume", "--epochs", str(self.cfg.epochs)]
+        fd, request = tempfile.mkstemp(prefix="simclr-studio-run-", suffix=".json")
+        os.close(fd)
+        self._request = Path(request)
+        self.cfg.save(self._request)
+        return train_command() + args + [self.cfg.data_dir, "--config", str(self._request)]
 
     def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        command = self.command()
+        # The child's messages for people (and any crash report) go to a log beside the run.
+        log = open(self.run_dir / PROCESS_LOG, "ab")
+        try:
+            self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        except OSError as exc:
+            self._queue.append(ErrorEvent(message=f"cannot start training: {exc}", category="error"))
+            self._queue.append(RunFinished(status="failed", epoch=0, global_step=0))
+            self._proc = None
+        finally:
+            log.close()
         self._timer.start()
-        self._thread.start()
+        self._reader.start()
+
+    def _send(self, command: str) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            try:
+                self._proc.stdin.write(f"{command}\n".encode())
+                self._proc.stdin.flush()
+            except (BrokenPipeError, OSError, ValueError):
+                pass
 
     def pause(self) -> None:
-        self.trainer.pause()
+        self._send("pause")
 
     def resume(self) -> None:
-        self.trainer.resume_training()
+        self._send("resume")
 
     def stop(self) -> None:
-        self.trainer.stop()
+        self._send("stop")
 
     def is_running(self) -> bool:
-        return self._thread.is_alive()
+        """True from start() until ``done`` is emitted (after the last event reached the window)."""
+        return self._reader.ident is not None and not self._done_emitted
 
     def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Wait for the process to end (its last events still arrive through the event loop)."""
+        if self._reader.ident is not None:
+            self._reader.join(timeout)
+        return not self._reader.is_alive()
 
-    def _work(self) -> None:
-        lower_thread_priority()
+    def _read(self) -> None:
+        finished = None
+        if self._proc is not None:
+            for raw in self._proc.stdout:
+                try:
+                    event = event_from_dict(json.loads(raw))
+                except (ValueError, TypeError):
+                    continue  # not an event line
+                if event is not None:
+                    finished = event if isinstance(event, RunFinished) else finished
+                    self._queue.append(event)
+            code = self._proc.wait()
+            if finished is None:  # the process died without reporting: say why, as well as we can
+                self._queue.append(ErrorEvent(category="error", message=(
+                    f"the training process exited unexpectedly (code {code}): {self._log_tail()}")))
+                finished = RunFinished(status="failed", epoch=0, global_step=0)
+                self._queue.append(finished)
+        if self._request is not None:
+            self._request.unlink(missing_ok=True)
+        self.status = finished.status if finished is not None else "failed"
+
+    def _log_tail(self, lines: int = 3) -> str:
         try:
-            self.status = self.trainer.run()
-        except Exception:  # the trainer has already reported it as an ErrorEvent and a "failed" finish
-            traceback.print_exc()
-            self.status = "failed"
+            text = (self.run_dir / PROCESS_LOG).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return "no log"
+        return " / ".join(text[-lines:]) or "no output"
 
     @Slot()
     def _drain(self) -> None:
@@ -148,8 +224,9 @@ class TrainJob(QObject):
             batch.append(self._queue.popleft())
         if batch:
             self.events.emit(batch)
-        if self.status is not None and not self._thread.is_alive() and not self._queue:
+        if self.status is not None and not self._reader.is_alive() and not self._queue:
             self._timer.stop()
+            self._done_emitted = True
             self.done.emit(self.status)
 
 
@@ -188,12 +265,84 @@ class RunFollower(QObject):
             self.events.emit(batch)
 
 
+class ProgressJob(QObject):
+    """Runs ``fn(progress, should_stop)`` on a worker thread: progress (done, total) arrives throttled
+    on the GUI thread, then the result or a one-line error. A cancelled job delivers nothing."""
+
+    progress = Signal(int, int)
+    finished = Signal(object)
+    failed = Signal(str)
+
+    def __init__(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], object], name: str = "job",
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self._fn = fn
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._progress: tuple[int, int] | None = None
+        self._outcome: tuple[str, object] | None = None
+        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
+        self._timer = QTimer(self)
+        self._timer.setInterval(UI_INTERVAL_MS)
+        self._timer.timeout.connect(self._drain)
+
+    def start(self) -> None:
+        self._timer.start()
+        self._thread.start()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def is_running(self) -> bool:
+        return self._thread.is_alive()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _work(self) -> None:
+        def on_progress(done: int, total: int) -> None:
+            self._progress = (done, total)
+
+        lower_thread_priority()
+        try:
+            outcome = ("ok", self._fn(on_progress, self._cancel.is_set))
+        except InterruptedError:
+            outcome = ("cancelled", None)
+        except (DataError, OSError, ValueError, RuntimeError) as exc:
+            outcome = ("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except Exception as exc:  # never a silent dead thread
+            traceback.print_exc()
+            outcome = ("error", f"{type(exc).__name__}: {exc}")
+        with self._lock:
+            self._outcome = outcome
+
+    @Slot()
+    def _drain(self) -> None:
+        progress, self._progress = self._progress, None
+        if progress is not None and not self._cancel.is_set():
+            self.progress.emit(*progress)
+        with self._lock:
+            outcome, self._outcome = self._outcome, None
+        if outcome is None:
+            return
+        self._timer.stop()
+        if self._cancel.is_set():
+            return
+        kind, value = outcome
+        if kind == "ok":
+            self.finished.emit(value)
+        elif kind == "error":
+            self.failed.emit(value)
+
+
 class _Task(QRunnable):
     def __init__(self, fn: Callable[[], object], done: Callable[[object, str | None], None]):
         super().__init__()
         self.fn, self.done = fn, done
 
     def run(self) -> None:
+        lower_thread_priority()  # background work yields the CPU to the window
         try:
             result, error = self.fn(), None
         except Exception as exc:

@@ -73,6 +73,15 @@ def main() -> None:
     wait(args.train_seconds)
     shot("train")
     window.train_panel.stop_and_wait()
+    # Explore: embed with the checkpoint the stop saved, wait for t-SNE and the quality table, click a point.
+    window.show_explorer()
+    explorer = window.explore_panel
+    explorer.embed()
+    wait(300, until=lambda: explorer.emb is not None and not explorer.jobs)
+    explorer.select_point(len(explorer.emb) // 3)
+    x, y = explorer.map.coords[len(explorer.emb) // 2]
+    explorer.map.point_hovered.emit(len(explorer.emb) // 2)
+    shot("explore")
     window.close()
 
 

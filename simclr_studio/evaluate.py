@@ -125,16 +125,20 @@ def features_for_paths(
     batch_size: int = 256,
     chunk: int = 2048,
     progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Decode and embed image files chunk by chunk, so memory stays bounded for any folder size.
 
     Returns (features of the images that decoded, in order; {index: reason} of those that did not).
+    ``should_stop`` is checked between chunks; when it holds, InterruptedError is raised.
     """
     from simclr_studio.data import decode_all, without_failures
 
     parts: list[np.ndarray] = []
     failures: dict[int, str] = {}
     for start in range(0, len(paths), chunk):
+        if should_stop is not None and should_stop():
+            raise InterruptedError("embedding cancelled")
         images, bad = decode_all(paths[start : start + chunk], size)
         failures.update({start + i: reason for i, reason in bad.items()})
         images = without_failures(images, bad)

@@ -1,4 +1,4 @@
-"""The main window: Data, Augment and Train tabs, menus, drag-and-drop, recent folders."""
+"""The main window: Data, Augment, Train and Explore tabs, menus, drag-and-drop, recent folders."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from simclr_studio import __version__
 from simclr_studio.data import ScanResult
 from simclr_studio.gui.augment_panel import AugmentPanel
 from simclr_studio.gui.data_panel import DataPanel
+from simclr_studio.gui.explore_panel import ExplorePanel
 from simclr_studio.gui.train_panel import TrainPanel
 from simclr_studio.gui.workers import ScanJob
 from simclr_studio.train import CONFIG_FILE
@@ -65,6 +66,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.data_panel, "1 · Data")
         self.tabs.addTab(self.augment_panel, "2 · Augment")
         self.tabs.addTab(self.train_panel, "3 · Train")
+        self.explore_panel = ExplorePanel()
+        self.tabs.addTab(self.explore_panel, "4 · Explore")
+        self.tabs.currentChanged.connect(self._on_tab)
         self.setCentralWidget(self.tabs)
         self._build_menus()
         self.statusBar().showMessage("Drop a folder of images onto the window to begin.")
@@ -82,6 +86,12 @@ class MainWindow(QMainWindow):
         file_menu.insertAction(self.recent_menu.menuAction(), open_folder)
         file_menu.insertAction(self.recent_menu.menuAction(), open_run)
         file_menu.insertAction(self.recent_menu.menuAction(), open_demo)
+        file_menu.addSeparator()
+        self.export_action = QAction("&Export…", self, shortcut=QKeySequence("Ctrl+E"))
+        self.export_action.triggered.connect(self.show_export)
+        self.export_action.setEnabled(False)
+        self.explore_panel.embeddings_ready.connect(self.export_action.setEnabled)
+        file_menu.addAction(self.export_action)
         file_menu.addSeparator()
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
@@ -109,6 +119,7 @@ class MainWindow(QMainWindow):
         self.settings.setValue("theme", name)
         apply_theme(name)
         self.train_panel.apply_theme(name == "dark")
+        self.explore_panel.apply_theme(name == "dark")
 
     def show_about(self) -> None:
         import torch
@@ -236,10 +247,32 @@ class MainWindow(QMainWindow):
     def open_data_for_run(self, folder: Path) -> None:
         """Show the run's images without resetting the opened run's settings."""
         job = self._new_scan_job(folder)
-        job.finished.connect(lambda scan: (self.data_panel.show_scan(scan), self.augment_panel.set_images(scan.paths),
+        job.finished.connect(lambda scan: (setattr(self, "scan", scan), self.data_panel.show_scan(scan),
+                                           self.augment_panel.set_images(scan.paths),
                                            self.augment_panel.set_image_size(self.train_panel.image_size.value())))
         job.failed.connect(lambda message: self.statusBar().showMessage(f"Cannot read the run's images: {message}"))
         job.start()
+
+    # ---- explore and export -------------------------------------------------------------------
+    def _on_tab(self, index: int) -> None:
+        if self.tabs.widget(index) is self.explore_panel:
+            self.show_explorer()
+
+    def show_explorer(self) -> None:
+        """The explorer works on the run shown in the Train tab and the folder shown in the Data tab."""
+        self.explore_panel.set_sources(self.train_panel.current_run_dir(), self.scan)
+        if self.tabs.currentWidget() is not self.explore_panel:
+            self.tabs.setCurrentWidget(self.explore_panel)
+
+    def show_export(self) -> None:
+        from simclr_studio.gui.export_dialog import ExportDialog
+
+        if self.explore_panel.run is None:
+            self.statusBar().showMessage("Embed a checkpoint in the Explore tab first.")
+            return
+        default = self.explore_panel.run.run_dir / "export"
+        self.export_dialog = ExportDialog(self.explore_panel, default, self)
+        self.export_dialog.show()
 
     # ---- drag and drop ------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:
@@ -273,4 +306,5 @@ class MainWindow(QMainWindow):
                                     "The run did not stop within a minute; its last epoch checkpoint is kept.")
         if self.scan_job is not None:
             self.scan_job.cancel()
+        self.explore_panel.cancel()
         event.accept()

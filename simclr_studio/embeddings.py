@@ -1,0 +1,142 @@
+"""Features of a whole folder under one checkpoint, cached in the run folder so reopening is instant.
+
+The cache file is keyed by the checkpoint (path, size, modification time), the image size and the
+list of image paths: a newer ``last.pt`` or a changed folder is embedded again, anything else is
+read back. Maps (PCA, t-SNE) computed later are stored in the same file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from simclr_studio.data import ScanResult
+from simclr_studio.runs import LoadedRun
+
+CACHE_DIR = "embeddings"
+RANDOM_INIT = "random-init"  # the checkpoint name of a randomly initialised encoder
+
+
+@dataclass
+class Embeddings:
+    features: np.ndarray  # float32 [N, D], encoder outputs (not the projection head)
+    paths: list[str]
+    labels: np.ndarray  # int64 [N], -1 where the folder has no class subfolders
+    classes: list[str]
+    checkpoint: str  # the checkpoint file, or RANDOM_INIT
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of images that failed to decode
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # "pca" / "tsne" → float32 [N, 2]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def labeled(self) -> bool:
+        return len(self.classes) >= 2 and bool((self.labels >= 0).any())
+
+
+def cache_key(checkpoint: str | Path, image_size: int, paths: list[str]) -> str:
+    h = hashlib.sha1()
+    if str(checkpoint).startswith(RANDOM_INIT):
+        h.update(str(checkpoint).encode())
+    else:
+        st = Path(checkpoint).stat()
+        h.update(f"{Path(checkpoint).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h.update(f"|{image_size}|{len(paths)}|".encode())
+    h.update("\n".join(paths).encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:16]
+
+
+def cache_path(run_dir: str | Path, checkpoint: str | Path, image_size: int, paths: list[str]) -> Path:
+    stem = Path(checkpoint).stem if not str(checkpoint).startswith(RANDOM_INIT) else str(checkpoint)
+    return Path(run_dir) / CACHE_DIR / f"{stem}-{cache_key(checkpoint, image_size, paths)}.npz"
+
+
+def save(emb: Embeddings, path: str | Path) -> Path:
+    """Atomic .npz (no pickles: strings are stored as fixed-width unicode arrays)."""
+    from simclr_studio.checkpoint import _atomic_write
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(features=emb.features.astype(np.float32), paths=np.asarray(emb.paths, dtype=str),
+                  labels=emb.labels.astype(np.int64), classes=np.asarray(emb.classes, dtype=str),
+                  meta=np.asarray(json.dumps({"checkpoint": emb.checkpoint, "skipped": emb.skipped})))
+    for name, coords in emb.maps.items():
+        arrays[f"map_{name}"] = coords.astype(np.float32)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    _atomic_write(path, write)
+    return path
+
+
+def load(path: str | Path) -> Embeddings:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        maps = {k[4:]: z[k] for k in z.files if k.startswith("map_")}
+        return Embeddings(features=z["features"], paths=[str(p) for p in z["paths"]], labels=z["labels"],
+                          classes=[str(c) for c in z["classes"]], checkpoint=meta["checkpoint"],
+                          skipped=[tuple(s) for s in meta["skipped"]], maps=maps)
+
+
+def load_cached(path: Path) -> Embeddings | None:
+    """The cached embeddings, or None when there are none or the file is unreadable (then recomputed)."""
+    try:
+        return load(path) if path.is_file() else None
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def random_encoder(run: LoadedRun, seed: int = 0) -> torch.nn.Module:
+    """The run's architecture, randomly initialised: the baseline that shows what training bought."""
+    from simclr_studio.model import build_backbone
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        backbone, _ = build_backbone(run.config.backbone, run.config.resolved_small_stem())
+    return backbone.eval()
+
+
+def embed_folder(
+    run: LoadedRun,
+    scan: ScanResult,
+    device: str | torch.device = "cpu",
+    encoder: torch.nn.Module | None = None,
+    checkpoint: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    batch_size: int = 256,
+) -> Embeddings:
+    """Embed every image of ``scan`` with the run's encoder (or ``encoder``), in bounded memory."""
+    from simclr_studio.evaluate import features_for_paths
+
+    encoder = encoder if encoder is not None else run.model.backbone
+    encoder.to(torch.device(device))
+    feats, failures = features_for_paths(encoder, scan.paths, run.config.image_size, device, batch_size,
+                                         chunk=512, progress=progress, should_stop=should_stop)
+    kept = scan.drop(failures) if failures else scan
+    return Embeddings(features=feats, paths=list(kept.paths), labels=np.asarray(kept.labels, dtype=np.int64),
+                      classes=list(kept.classes), checkpoint=checkpoint or str(run.checkpoint),
+                      skipped=[(s.path, s.reason) for s in kept.skipped[len(scan.skipped):]])
+
+
+def embed_cached(run: LoadedRun, scan: ScanResult, device="cpu", random_init: bool = False, seed: int = 0,
+                 progress=None, should_stop=None) -> tuple[Embeddings, Path, bool]:
+    """Cached embeddings of ``scan`` for the run's checkpoint (or a random encoder): (embeddings, file, from cache)."""
+    name = f"{RANDOM_INIT}-seed{seed}" if random_init else str(run.checkpoint)
+    path = cache_path(run.run_dir, name, run.config.image_size, scan.paths)
+    cached = load_cached(path)
+    if cached is not None:
+        return cached, path, True
+    encoder = random_encoder(run, seed) if random_init else None
+    emb = embed_folder(run, scan, device, encoder=encoder, checkpoint=name, progress=progress, should_stop=should_stop)
+    save(emb, path)
+    return emb, path, False

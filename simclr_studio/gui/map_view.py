@@ -1,0 +1,176 @@
+"""The feature map: a pyqtgraph scatter (one item per class, so 50,000 points stay fast), with
+click, hover, rectangle (Shift+drag) and lasso (Ctrl+drag) selection in view coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtGui import QPainterPath
+from PySide6.QtWidgets import QGraphicsPathItem
+
+# Ten well-separated colours (the usual categorical palette); more classes get evenly spaced hues.
+PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
+PICK_RADIUS_PX = 8
+
+
+def class_colour(i: int, n: int) -> tuple[int, int, int]:
+    if n <= len(PALETTE):
+        return PALETTE[i]
+    c = pg.intColor(i, hues=n, values=1, maxValue=230, minValue=150)
+    return c.red(), c.green(), c.blue()
+
+
+class SelectViewBox(pg.ViewBox):
+    """Left-drag pans, wheel zooms; Shift+drag selects a rectangle, Ctrl+drag draws a lasso."""
+
+    clicked = Signal(float, float)
+    rect_selected = Signal(float, float, float, float)
+    lasso_selected = Signal(object)  # np.ndarray [M, 2] in view coordinates
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._drag: list[QPointF] = []
+        self._mode = ""
+        self._outline = QGraphicsPathItem()
+        self._outline.setPen(pg.mkPen((30, 30, 30), width=1, style=Qt.PenStyle.DashLine))
+        self._outline.setZValue(1000)
+        self._outline.hide()
+        self.addItem(self._outline, ignoreBounds=True)
+
+    def mouseClickEvent(self, ev) -> None:
+        if ev.button() == Qt.MouseButton.LeftButton:
+            ev.accept()
+            p = self.mapToView(ev.pos())
+            self.clicked.emit(p.x(), p.y())
+        else:
+            super().mouseClickEvent(ev)
+
+    def mouseDragEvent(self, ev, axis=None) -> None:
+        mods = ev.modifiers()
+        selecting = mods & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.ControlModifier)
+        if ev.button() != Qt.MouseButton.LeftButton or (not selecting and not self._mode):
+            super().mouseDragEvent(ev, axis)
+            return
+        ev.accept()
+        p = self.mapToView(ev.pos())
+        if ev.isStart() or not self._mode:
+            self._mode = "rect" if mods & Qt.KeyboardModifier.ShiftModifier else "lasso"
+            self._drag = [self.mapToView(ev.buttonDownPos())]
+        self._drag.append(p)
+        path = QPainterPath()
+        if self._mode == "rect":
+            path.addRect(pg.QtCore.QRectF(self._drag[0], p).normalized())
+        else:
+            path.moveTo(self._drag[0])
+            for q in self._drag[1:]:
+                path.lineTo(q)
+            path.closeSubpath()
+        self._outline.setPath(path)
+        self._outline.show()
+        if ev.isFinish():
+            self._outline.hide()
+            start, mode, points = self._drag[0], self._mode, self._drag
+            self._mode, self._drag = "", []
+            if mode == "rect":
+                self.rect_selected.emit(start.x(), start.y(), p.x(), p.y())
+            else:
+                self.lasso_selected.emit(np.array([[q.x(), q.y()] for q in points]))
+
+
+class MapView(pg.PlotWidget):
+    """Scatter of 2-D coordinates coloured by group, with highlight layers for the focused point,
+    its neighbours and a selection."""
+
+    point_clicked = Signal(int)  # row, or -1 for a click on empty space
+    point_hovered = Signal(int)  # row under the cursor, or -1
+    selection_made = Signal(object)  # np.ndarray of rows
+
+    def __init__(self, parent=None):
+        self.view = SelectViewBox()
+        super().__init__(parent, viewBox=self.view)
+        self.setBackground("w")
+        self.plotItem.hideAxis("left")
+        self.plotItem.hideAxis("bottom")
+        self.plotItem.setMenuEnabled(False)
+        self.legend = self.plotItem.addLegend(offset=(8, 8), labelTextSize="9pt")
+        self.coords = np.zeros((0, 2), np.float32)
+        self.groups: list[pg.ScatterPlotItem] = []
+        self.selection_item = pg.ScatterPlotItem(size=8, pen=pg.mkPen((20, 20, 20), width=1), brush=None)
+        self.neighbour_item = pg.ScatterPlotItem(size=12, pen=pg.mkPen((255, 140, 0), width=2), brush=None)
+        self.focus_item = pg.ScatterPlotItem(size=18, pen=pg.mkPen((220, 20, 60), width=3), brush=None)
+        for z, item in enumerate((self.selection_item, self.neighbour_item, self.focus_item)):
+            item.setZValue(100 + z)
+            self.plotItem.addItem(item, ignoreBounds=True)
+        self.view.clicked.connect(self._on_click)
+        self.view.rect_selected.connect(self._on_rect)
+        self.view.lasso_selected.connect(self._on_lasso)
+        self.scene().sigMouseMoved.connect(self._on_move)
+        self._hovered = -1
+
+    def set_points(self, coords: np.ndarray, groups: np.ndarray, names: list[str]) -> None:
+        """coords [N, 2]; groups [N] ints indexing ``names`` (colour and legend entry per group)."""
+        for item in self.groups:
+            self.plotItem.removeItem(item)
+        self.legend.clear()
+        self.groups = []
+        self.coords = np.asarray(coords, dtype=np.float32)
+        groups = np.asarray(groups)
+        size = 5 if len(coords) > 5000 else 7
+        for g, name in enumerate(names):
+            rows = np.flatnonzero(groups == g)
+            if rows.size == 0:
+                continue
+            item = pg.ScatterPlotItem(x=self.coords[rows, 0], y=self.coords[rows, 1], size=size, pen=None,
+                                      brush=pg.mkBrush(*class_colour(g, len(names)), 200), name=name)
+            item.rows = rows
+            self.plotItem.addItem(item)
+            self.groups.append(item)
+        self.mark()
+        self.view.autoRange(padding=0.05)
+
+    def point_count(self) -> int:
+        return sum(len(item.rows) for item in self.groups)
+
+    def mark(self, focus: int | None = None, neighbours=(), selection=()) -> None:
+        def at(rows):
+            rows = np.asarray(list(rows), dtype=np.int64)
+            rows = rows[(rows >= 0) & (rows < len(self.coords))]
+            return {"x": self.coords[rows, 0], "y": self.coords[rows, 1]}
+
+        self.focus_item.setData(**at([] if focus is None or focus < 0 else [focus]))
+        self.neighbour_item.setData(**at(neighbours))
+        self.selection_item.setData(**at(selection))
+
+    def nearest(self, x: float, y: float, radius_px: float = PICK_RADIUS_PX) -> int:
+        """The point nearest to (x, y) in screen distance, if within ``radius_px``; else -1."""
+        if len(self.coords) == 0:
+            return -1
+        px, py = self.view.viewPixelSize()
+        d2 = ((self.coords[:, 0] - x) / px) ** 2 + ((self.coords[:, 1] - y) / py) ** 2
+        row = int(np.argmin(d2))
+        return row if d2[row] <= radius_px**2 else -1
+
+    def _on_click(self, x: float, y: float) -> None:
+        self.point_clicked.emit(self.nearest(x, y))
+
+    def _on_move(self, scene_pos) -> None:
+        if not self.view.sceneBoundingRect().contains(scene_pos):
+            row = -1
+        else:
+            p = self.view.mapSceneToView(scene_pos)
+            row = self.nearest(p.x(), p.y())
+        if row != self._hovered:
+            self._hovered = row
+            self.point_hovered.emit(row)
+
+    def _on_rect(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        from simclr_studio.projection import points_in_rect
+
+        self.selection_made.emit(points_in_rect(self.coords, x0, y0, x1, y1))
+
+    def _on_lasso(self, polygon: np.ndarray) -> None:
+        from simclr_studio.projection import points_in_polygon
+
+        self.selection_made.emit(points_in_polygon(self.coords, polygon))

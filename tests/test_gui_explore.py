@@ -1,0 +1,173 @@
+"""The Explore tab, driven as a person would (offscreen Qt): embed, click a point, search, export."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6")
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent  # noqa: E402
+
+from conftest import make_image_folder  # noqa: E402
+from simclr_studio.config import RunConfig  # noqa: E402
+from simclr_studio.train import Trainer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny labeled folder and a one-epoch run on it."""
+    root = tmp_path_factory.mktemp("gui-explore")
+    data = make_image_folder(root / "data", classes=3, per_class=8, size=16, seed=5)
+    cfg = RunConfig(data_dir=str(data), backbone="small-cnn", image_size=16, batch_size=8, epochs=1, device="cpu",
+                    optimizer="sgd", eval_every=0, seed=1)
+    assert Trainer(cfg, root / "run").run() == "completed"
+    return data, root / "run"
+
+
+@pytest.fixture
+def explorer(qtbot, tmp_path, monkeypatch, trained):
+    """The window with the run opened and its folder scanned, on the Explore tab, embedded."""
+    from simclr_studio.gui.app import build_window, create_app
+
+    data, run = trained
+    shutil.rmtree(run / "embeddings", ignore_errors=True)  # each test embeds afresh
+    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    create_app()
+    win = build_window(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(win)
+    win.show()
+    win.open_path(run)
+    qtbot.waitUntil(lambda: win.scan is not None and win.scan.root == str(data), timeout=10_000)
+    win.show_explorer()
+    panel = win.explore_panel
+    assert panel.checkpoint.count() >= 1 and panel.embed_button.isEnabled()
+    panel.embed()
+    qtbot.waitUntil(lambda: panel.emb is not None and not panel.jobs, timeout=60_000)
+    yield win, panel
+    panel.cancel()
+
+
+def test_embedding_fills_the_scatter(explorer):
+    win, panel = explorer
+    assert len(panel.emb) == 24 and panel.map.point_count() == 24
+    assert set(panel.emb.maps) >= {"pca", "tsne"}  # t-SNE replaced the PCA preview
+    assert panel.map_name == "tsne"
+    np.testing.assert_array_equal(panel.map.coords, panel.emb.maps["tsne"])
+    # Coloured by folder label, one legend entry per class.
+    assert sorted(item.name() for item in panel.map.groups) == ["class_0", "class_1", "class_2"]
+    # Quality: the checkpoint and the random encoder were both measured.
+    assert panel.quality is not None
+    for key in ("trained", "random"):
+        assert 0.0 <= panel.quality[key].knn_accuracy <= 1.0
+        assert panel.quality_labels[(key, "knn")].text() != "–"
+    assert win.export_action.isEnabled()
+
+
+def test_clicking_a_point_lists_its_true_neighbours(explorer, qtbot):
+    win, panel = explorer
+    row = 5
+    # A click at the point's position, through the view box, as the mouse would deliver it.
+    x, y = panel.map.coords[row]
+    with qtbot.waitSignal(panel.map.point_clicked, timeout=2000) as clicked:
+        panel.map.view.clicked.emit(float(x), float(y))
+    assert clicked.args == [row]
+    feats = panel.emb.features / np.linalg.norm(panel.emb.features, axis=1, keepdims=True)
+    sims = feats @ feats[row]
+    sims[row] = -np.inf
+    expected = sorted(range(len(sims)), key=lambda i: (-sims[i], i))[:len(panel.result_rows)]
+    assert panel.result_rows == expected
+    assert panel.results_model.rowCount() == len(expected)
+    caption = panel.results_model.labels[0]
+    assert f"{sims[expected[0]]:.3f}" in caption and panel.emb.classes[panel.emb.labels[expected[0]]] in caption
+    # The focused point and its neighbours are marked on the map.
+    np.testing.assert_allclose(panel.map.focus_item.getData()[0], [x])
+    assert len(panel.map.neighbour_item.getData()[0]) == len(expected)
+    # Clicking a neighbour moves the selection to it.
+    panel._result_clicked(0)
+    assert panel.focus == expected[0]
+    np.testing.assert_allclose(panel.map.focus_item.getData()[0], [panel.map.coords[expected[0], 0]])
+
+
+def test_empty_space_click_and_nearest_point(explorer):
+    win, panel = explorer
+    coords = panel.map.coords
+    far_x = coords[:, 0].max() + 10 * (np.ptp(coords[:, 0]) + 1)
+    assert panel.map.nearest(far_x, coords[0, 1]) == -1
+    assert panel.map.nearest(*coords[3]) == 3
+
+
+def test_dropping_an_outside_image_finds_its_duplicate(explorer, qtbot, tmp_path):
+    win, panel = explorer
+    source = Path(panel.emb.paths[9])
+    outside = tmp_path / "elsewhere" / "query.png"
+    outside.parent.mkdir()
+    shutil.copyfile(source, outside)
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(outside))])
+    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    panel.dropEvent(event)
+    qtbot.waitUntil(lambda: panel.results_title.text().startswith("<b>Search"), timeout=20_000)
+    assert panel.result_rows[0] == 9
+    assert panel.results_model.labels[0].startswith("1.000")
+    assert len(panel.map.neighbour_item.getData()[0]) == len(panel.result_rows)
+
+
+def test_rectangle_selection_shows_the_images_inside(explorer):
+    win, panel = explorer
+    coords = panel.map.coords
+    x0, y0 = np.percentile(coords, 25, axis=0)
+    x1, y1 = np.percentile(coords, 75, axis=0)
+    panel.map.view.rect_selected.emit(float(x0), float(y0), float(x1), float(y1))
+    inside = [i for i, (x, y) in enumerate(coords) if x0 <= x <= x1 and y0 <= y <= y1]
+    assert inside and panel.result_rows == inside
+    assert panel.results_title.text().startswith("<b>Selection")
+    assert len(panel.map.selection_item.getData()[0]) == len(inside)
+
+
+def test_export_writes_loadable_files(explorer, qtbot, tmp_path):
+    import torch
+
+    from simclr_studio.checkpoint import safe_load
+    from simclr_studio.gui.export_dialog import ExportDialog
+
+    win, panel = explorer
+    dialog = ExportDialog(panel, tmp_path / "out", win)
+    for key in ("pt", "safetensors", "npz", "csv", "png"):
+        dialog.boxes[key].setChecked(True)
+    dialog.boxes["onnx"].setChecked(False)  # covered by the engine's export tests
+    dialog.export()
+    qtbot.waitUntil(lambda: bool(dialog.written), timeout=30_000)
+    names = sorted(p.name for p in dialog.written)
+    assert any(n.endswith(".pt") for n in names) and any(n.endswith(".safetensors") for n in names)
+    assert str(tmp_path / "out") in dialog.status.text()
+    pt = next(p for p in dialog.written if p.suffix == ".pt")
+    state = safe_load(pt)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    from safetensors.numpy import load_file
+
+    assert set(load_file(next(p for p in dialog.written if p.suffix == ".safetensors"))) == set(state)
+    npz = next(p for p in dialog.written if p.suffix == ".npz")
+    with np.load(npz, allow_pickle=False) as z:
+        np.testing.assert_array_equal(z["features"], panel.emb.features)
+        np.testing.assert_array_equal(z["coords"], panel.emb.maps[panel.map_name])
+    csv_text = next(p for p in dialog.written if p.suffix == ".csv").read_text().splitlines()
+    assert csv_text[0].startswith("path,label,class,x,y,f0") and len(csv_text) == 25
+    from PySide6.QtGui import QImage
+
+    png = next(p for p in dialog.written if p.suffix == ".png")
+    assert not QImage(str(png)).isNull() and QImage(str(png)).width() >= 800
+
+
+def test_embeddings_are_reused_when_the_tab_is_reopened(explorer, qtbot):
+    win, panel = explorer
+    win.tabs.setCurrentWidget(win.data_panel)
+    panel.clear()
+    win.show_explorer()  # the cache exists: loads without pressing Embed
+    qtbot.waitUntil(lambda: panel.emb is not None and not panel.jobs, timeout=20_000)
+    assert panel.from_cache and "(from cache)" in panel.state_label.text()
+    assert "tsne" in panel.emb.maps  # the map was cached too

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -144,7 +145,12 @@ def cmd_train(args) -> int:
     if args.pipe:
         # Driven by the app: events go to stdout as JSON lines (transient progress included) and
         # everything printed for people goes to stderr; commands arrive on stdin.
-        pipe, sys.stdout = sys.stdout, sys.stderr
+        # At the descriptor level: native code or a loader worker writing to fd 1 must not
+        # interleave with the event lines.
+        sys.stdout.flush()
+        pipe = os.fdopen(os.dup(1), "w", encoding="utf-8")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
         quiet = True
         print_event = on_event
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from simclr_studio.data import ScanResult
-from simclr_studio.runs import LoadedRun
+from simclr_studio.runs import LoadedRun, file_identity
 
 CACHE_DIR = "embeddings"
 RANDOM_INIT = "random-init"  # the checkpoint name of a randomly initialised encoder
@@ -41,33 +42,45 @@ class Embeddings:
         return len(self.classes) >= 2 and bool((self.labels >= 0).any())
 
 
-def cache_key(checkpoint: str | Path, image_size: int, paths: list[str]) -> str:
+def cache_key(checkpoint: str | Path, image_size: int, paths: list[str], identity: tuple | None = None) -> str:
+    """The checkpoint's identity (path, size, date, inode: as it was when its weights were read, when
+    given), the image size and the image list."""
     h = hashlib.sha1()
     if str(checkpoint).startswith(RANDOM_INIT):
         h.update(str(checkpoint).encode())
     else:
-        st = Path(checkpoint).stat()
-        h.update(f"{Path(checkpoint).resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        identity = identity or file_identity(checkpoint)
+        h.update(f"{Path(checkpoint).resolve()}|{identity}".encode())
     h.update(f"|{image_size}|{len(paths)}|".encode())
     h.update("\n".join(paths).encode("utf-8", "surrogateescape"))
     return h.hexdigest()[:16]
 
 
-def cache_path(run_dir: str | Path, checkpoint: str | Path, image_size: int, paths: list[str]) -> Path:
+def cache_path(run_dir: str | Path, checkpoint: str | Path, image_size: int, paths: list[str],
+               identity: tuple | None = None) -> Path:
     stem = Path(checkpoint).stem if not str(checkpoint).startswith(RANDOM_INIT) else str(checkpoint)
-    return Path(run_dir) / CACHE_DIR / f"{stem}-{cache_key(checkpoint, image_size, paths)}.npz"
+    return Path(run_dir) / CACHE_DIR / f"{stem}-{cache_key(checkpoint, image_size, paths, identity)}.npz"
+
+
+_save_lock = threading.Lock()  # map jobs (t-SNE, k-means) may save the same file at once
 
 
 def save(emb: Embeddings, path: str | Path) -> Path:
     """Atomic .npz (no pickles: strings are stored as fixed-width unicode arrays)."""
-    from simclr_studio.checkpoint import _atomic_write
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    with _save_lock:
+        _save(emb, path)
+    return path
+
+
+def _save(emb: Embeddings, path: Path) -> None:
+    from simclr_studio.checkpoint import _atomic_write
+
     arrays = dict(features=emb.features.astype(np.float32), paths=np.asarray(emb.paths, dtype=str),
                   labels=emb.labels.astype(np.int64), classes=np.asarray(emb.classes, dtype=str),
                   meta=np.asarray(json.dumps({"checkpoint": emb.checkpoint, "skipped": emb.skipped})))
-    for name, coords in emb.maps.items():
+    for name, coords in dict(emb.maps).items():  # a snapshot: another thread may be adding a map
         arrays[f"map_{name}"] = coords.astype(np.float32)
 
     def write(tmp: Path) -> None:
@@ -75,7 +88,6 @@ def save(emb: Embeddings, path: str | Path) -> Path:
             np.savez(f, **arrays)
 
     _atomic_write(path, write)
-    return path
 
 
 def load(path: str | Path) -> Embeddings:
@@ -91,7 +103,7 @@ def load_cached(path: Path) -> Embeddings | None:
     """The cached embeddings, or None when there are none or the file is unreadable (then recomputed)."""
     try:
         return load(path) if path.is_file() else None
-    except (OSError, ValueError, KeyError):
+    except Exception:  # truncated or foreign file (BadZipFile, EOFError, ...): embed again, overwrite it
         return None
 
 
@@ -132,7 +144,7 @@ def embed_cached(run: LoadedRun, scan: ScanResult, device="cpu", random_init: bo
                  progress=None, should_stop=None) -> tuple[Embeddings, Path, bool]:
     """Cached embeddings of ``scan`` for the run's checkpoint (or a random encoder): (embeddings, file, from cache)."""
     name = f"{RANDOM_INIT}-seed{seed}" if random_init else str(run.checkpoint)
-    path = cache_path(run.run_dir, name, run.config.image_size, scan.paths)
+    path = cache_path(run.run_dir, name, run.config.image_size, scan.paths, None if random_init else run.identity)
     cached = load_cached(path)
     if cached is not None:
         return cached, path, True

@@ -67,7 +67,9 @@ def export_onnx(run: LoadedRun, out: Path) -> None:
     """ONNX graph of the encoder: input 'images' [N, 3, S, S] (normalised), output 'features' [N, D]."""
     import warnings
 
-    model = run.model.backbone.cpu().eval()
+    import copy
+
+    model = copy.deepcopy(run.model.backbone).cpu().eval()  # a copy: the app may be using the model on a GPU
     size = run.config.image_size
     dummy = torch.zeros(2, 3, size, size)
     buffer = io.BytesIO()

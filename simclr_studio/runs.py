@@ -22,6 +22,7 @@ class LoadedRun:
     checkpoint: Path
     epoch: int
     global_step: int
+    identity: tuple | None = None  # (size, mtime_ns, inode) of the checkpoint file whose weights were read
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -39,7 +40,13 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     path = Path(checkpoint) if checkpoint else last_checkpoint(run_dir)
     if not path.exists():
         raise CheckpointError(f"no checkpoint in {run_dir} (expected {path}); has this run trained an epoch?")
-    state = load_training_checkpoint(path)
+    identity = None
+    for _ in range(3):  # a trainer may replace last.pt while we read it: read until the file held still
+        before = file_identity(path)
+        state = load_training_checkpoint(path)
+        identity = file_identity(path)
+        if identity == before:
+            break
     try:
         cfg = RunConfig.from_dict(json.loads(state["config"]))
     except (ValueError, TypeError) as exc:
@@ -53,4 +60,9 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the saved config ({str(exc).splitlines()[0]})") from exc
     model.eval().to(torch.device(device))
-    return LoadedRun(run_dir, cfg, model, path, int(state["epoch"]), int(state["global_step"]))
+    return LoadedRun(run_dir, cfg, model, path, int(state["epoch"]), int(state["global_step"]), identity)
+
+
+def file_identity(path: str | Path) -> tuple[int, int, int]:
+    st = Path(path).stat()
+    return st.st_size, st.st_mtime_ns, st.st_ino

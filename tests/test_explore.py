@@ -106,9 +106,11 @@ def test_embeddings_are_cached_per_checkpoint(trained_run):
     save(emb, path)
     np.testing.assert_array_equal(load(path).maps["pca"], emb.maps["pca"])
     # A newer checkpoint (same path, new content) is embedded again.
+    from simclr_studio.runs import load_run
+
     later = time.time() + 5
     os.utime(run.checkpoint, (later, later))
-    _, path3, cached3 = embed_cached(run, scan)
+    _, path3, cached3 = embed_cached(load_run(run.run_dir), scan)
     assert not cached3 and path3 != path
 
 
@@ -129,7 +131,7 @@ def test_unreadable_cache_is_recomputed(trained_run):
     from simclr_studio.embeddings import cache_path, embed_cached
 
     run, scan = trained_run
-    path = cache_path(run.run_dir, str(run.checkpoint), run.config.image_size, scan.paths)
+    path = cache_path(run.run_dir, str(run.checkpoint), run.config.image_size, scan.paths, run.identity)
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(b"garbage")
     emb, _, cached = embed_cached(run, scan)

@@ -171,3 +171,14 @@ def test_embeddings_are_reused_when_the_tab_is_reopened(explorer, qtbot):
     qtbot.waitUntil(lambda: panel.emb is not None and not panel.jobs, timeout=20_000)
     assert panel.from_cache and "(from cache)" in panel.state_label.text()
     assert "tsne" in panel.emb.maps  # the map was cached too
+
+
+def test_a_checkpoint_from_another_run_stays_chosen(explorer, qtbot, tmp_path):
+    win, panel = explorer
+    other = tmp_path / "other-run"
+    shutil.copytree(panel.run_dir, other, ignore=shutil.ignore_patterns("embeddings"))
+    panel.use_checkpoint(other / "checkpoints" / "last.pt")
+    assert panel.run_dir == other and panel.emb is None
+    win.tabs.setCurrentWidget(win.data_panel)
+    win.show_explorer()  # coming back to the tab keeps the run the user picked
+    assert panel.run_dir == other and panel.checkpoint.currentData() == str(other / "checkpoints" / "last.pt")

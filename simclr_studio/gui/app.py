@@ -67,6 +67,7 @@ def build_window(settings: QSettings | None = None):
     theme = str(settings.value("theme", "light"))
     apply_theme(theme)
     window.train_panel.apply_theme(theme == "dark")
+    window.explore_panel.apply_theme(theme == "dark")
     # Move everything alive after start-up (torch, Qt, numpy: ~300k objects) out of the cyclic GC's
     # reach. Otherwise a full collection, triggered by a worker's allocations, walks them all while
     # holding the GIL and freezes the window for ~0.25 s.

@@ -35,7 +35,9 @@ class ExplorePanel(QWidget):
     def __init__(self, parent=None):
         super().__init__(parent)
         self.setAcceptDrops(True)
-        self.run_dir: Path | None = None
+        self.run_dir: Path | None = None  # the run whose checkpoints are listed
+        self._train_run: Path | None = None  # the run the Train tab shows
+        self._chosen_run: Path | None = None  # a run picked through "Other checkpoint…"
         self.scan: ScanResult | None = None
         self.run = None  # LoadedRun of the embedded checkpoint
         self.emb = None  # Embeddings
@@ -49,6 +51,7 @@ class ExplorePanel(QWidget):
         self.from_cache = False
         self._summary = ""
         self.jobs: dict[str, ProgressJob] = {}
+        self._map_jobs: dict[str, tuple] = {}  # name → (embeddings, job) of the latest t-SNE / k-means
         self.tasks = TaskRunner(self)
         self.tasks.result.connect(self._on_task)
         self._build()
@@ -163,13 +166,17 @@ class ExplorePanel(QWidget):
         self._set_busy(None)
 
     def apply_theme(self, dark: bool) -> None:
-        self.map.setBackground("#1e1f22" if dark else "w")
+        self.map.apply_theme(dark)
 
     # ---- sources ------------------------------------------------------------------------------
     def set_sources(self, run_dir: Path | None, scan: ScanResult | None) -> None:
         """The run whose checkpoints embed ``scan``'s images; called whenever the tab is shown."""
         from simclr_studio.runs import list_checkpoints
 
+        if run_dir != self._train_run:  # the Train tab moved to another run: it wins again
+            self._train_run, self._chosen_run = run_dir, None
+        if self._chosen_run is not None:  # picked with "Other checkpoint…"
+            run_dir = self._chosen_run
         scan_changed = scan is not self.scan and (scan is None or self.scan is None or scan.paths != self.scan.paths)
         run_changed = run_dir != self.run_dir
         self.scan, self.run_dir = scan, run_dir
@@ -224,7 +231,8 @@ class ExplorePanel(QWidget):
     def use_checkpoint(self, path: Path) -> None:
         """Any saved checkpoint: its run folder is the one above ``checkpoints/``."""
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
-        self.set_sources(run_dir, self.scan)
+        self._chosen_run = run_dir
+        self.set_sources(self._train_run, self.scan)
         at = self.checkpoint.findData(str(path))
         if at < 0:
             self.checkpoint.addItem(path.name, str(path))
@@ -246,6 +254,9 @@ class ExplorePanel(QWidget):
         self.map.set_points(np.zeros((0, 2)), np.zeros(0, int), [])
         self.results_model.set_images([])
         self.result_rows, self.result_mode = [], ""
+        self.tasks.cancel("focus")
+        self.tasks.cancel("hover")
+        self.hover.hide()
         self.focus_image.clear()
         self.focus_caption.setText("Nothing selected")
         for label in self.quality_labels.values():
@@ -358,18 +369,29 @@ class ExplorePanel(QWidget):
         if by_cluster:
             groups = self.emb.maps["clusters"][:, 0].astype(np.int64)
             names = [f"cluster {i + 1}" for i in range(int(groups.max()) + 1)] if len(groups) else []
+        elif self.emb.labeled:
+            names = list(self.emb.classes)
+            groups = self.emb.labels.copy()
+            if (groups < 0).any():  # images beside the class folders: drawn too, as their own group
+                groups[groups < 0] = len(names)
+                names.append("unlabeled")
         else:
-            groups = self.emb.labels if self.emb.labeled else np.zeros(len(self.emb), np.int64)
-            names = list(self.emb.classes) if self.emb.labeled else ["images"]
+            groups, names = np.zeros(len(self.emb), np.int64), ["images"]
         self.map_name = want
         self.map.set_points(self.emb.maps[want], groups, names)
         self._mark()
+
+    def _map_job_running(self, name: str) -> bool:
+        """t-SNE and k-means cannot be interrupted: while one runs for these embeddings (even after
+        Cancel), it is not started again; its result is kept in the embeddings when it lands."""
+        job = self._map_jobs.get(name)
+        return name in self.jobs or (job is not None and job[0] is self.emb and job[1].is_running())
 
     def _compute_tsne(self) -> None:
         from simclr_studio.embeddings import save
         from simclr_studio.projection import tsne_2d
 
-        if "tsne" in self.jobs:
+        if self._map_job_running("tsne"):
             return
         emb, path = self.emb, self.cache_file
 
@@ -381,13 +403,14 @@ class ExplorePanel(QWidget):
             return coords
 
         self._start("tsne", work, lambda _: self._show_map() if self.emb is emb else None,
-                     f"t-SNE of {len(emb):,} points (PCA shown meanwhile)")
+                    f"t-SNE of {len(emb):,} points (PCA shown meanwhile)")
+        self._map_jobs["tsne"] = (emb, self.jobs["tsne"])
 
     def _compute_clusters(self) -> None:
         from simclr_studio.embeddings import save
         from simclr_studio.projection import kmeans_labels
 
-        if "clusters" in self.jobs:
+        if self._map_job_running("clusters"):
             return
         emb, path = self.emb, self.cache_file
         k = len(emb.classes) if emb.labeled else 10
@@ -402,6 +425,7 @@ class ExplorePanel(QWidget):
 
         self._start("clusters", work, lambda _: self._show_map() if self.emb is emb else None,
                     f"k-means ({k} clusters)")
+        self._map_jobs["clusters"] = (emb, self.jobs["clusters"])
 
     # ---- quality --------------------------------------------------------------------------------
     def compute_quality(self) -> None:
@@ -420,7 +444,9 @@ class ExplorePanel(QWidget):
             if len(labeled) > QUALITY_MAX_IMAGES:
                 labeled = np.sort(rng.choice(labeled, QUALITY_MAX_IMAGES, replace=False))
             trained = evaluate_features(emb.features[labeled], emb.labels[labeled], len(emb.classes))
-            random_emb, _, _ = embed_cached(run, scan, device, random_init=True, progress=progress,
+            subset = ScanResult(root=scan.root, paths=[emb.paths[i] for i in labeled],
+                                labels=[int(emb.labels[i]) for i in labeled], classes=list(emb.classes))
+            random_emb, _, _ = embed_cached(run, subset, device, random_init=True, progress=progress,
                                             should_stop=should_stop)
             by_path = {p: i for i, p in enumerate(random_emb.paths)}
             rows = [by_path[emb.paths[i]] for i in labeled if emb.paths[i] in by_path]
@@ -517,6 +543,7 @@ class ExplorePanel(QWidget):
 
     def _on_hover(self, row: int) -> None:
         if row < 0 or self.emb is None:
+            self.tasks.cancel("hover")  # a thumbnail still loading must not pop up after the mouse left
             self.hover.hide()
             return
         path, label = self.emb.paths[row], self._label_of(row)

@@ -57,9 +57,12 @@ class ExportDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Export")
         self.explorer = explorer
+        # What is exported is what was shown when the dialog opened, even if the explorer moves on.
+        self.run, self.emb, self.map_name = explorer.run, explorer.emb, explorer.map_name
+        self.map_snapshot = self.map_image() if explorer.emb is not None else None
         self.job: ProgressJob | None = None
         self.written: list[Path] = []
-        has_emb = explorer.emb is not None
+        has_emb = self.emb is not None
         self.boxes = {
             "pt": QCheckBox("PyTorch state_dict (.pt)"),
             "safetensors": QCheckBox("safetensors (.safetensors)"),
@@ -137,8 +140,8 @@ class ExportDialog(QDialog):
             except ImportError:
                 self.status.setText("ONNX export needs the onnx extra: pip install 'simclr-studio[onnx]'")
                 return
-        image = self.map_image() if choices["png"] else None
-        run, emb, map_name = self.explorer.run, self.explorer.emb, self.explorer.map_name
+        image = self.map_snapshot if choices["png"] else None
+        run, emb, map_name = self.run, self.emb, self.map_name
         self.export_button.setEnabled(False)
         self.status.setText("Exporting…")
         self.job = ProgressJob(lambda progress, stop: write_exports(run, emb, map_name, image, folder, choices),

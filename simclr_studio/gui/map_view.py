@@ -39,6 +39,9 @@ class SelectViewBox(pg.ViewBox):
         self._outline.hide()
         self.addItem(self._outline, ignoreBounds=True)
 
+    def outline_pen(self, pen) -> None:
+        self._outline.setPen(pen)
+
     def mouseClickEvent(self, ev) -> None:
         if ev.button() == Qt.MouseButton.LeftButton:
             ev.accept()
@@ -108,6 +111,12 @@ class MapView(pg.PlotWidget):
         self.view.lasso_selected.connect(self._on_lasso)
         self.scene().sigMouseMoved.connect(self._on_move)
         self._hovered = -1
+
+    def apply_theme(self, dark: bool) -> None:
+        self.setBackground("#1e1f22" if dark else "w")
+        ink = (235, 235, 235) if dark else (20, 20, 20)  # outlines that stand out from the background
+        self.selection_item.setPen(pg.mkPen(ink, width=1))
+        self.view.outline_pen(pg.mkPen(ink, width=1, style=Qt.PenStyle.DashLine))
 
     def set_points(self, coords: np.ndarray, groups: np.ndarray, names: list[str]) -> None:
         """coords [N, 2]; groups [N] ints indexing ``names`` (colour and legend entry per group)."""

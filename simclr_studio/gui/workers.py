@@ -191,6 +191,13 @@ class TrainJob(QObject):
 
     def _read(self) -> None:
         finished = None
+        try:
+            finished = self._follow()
+        finally:  # whatever happens here, the window must hear that the run ended
+            self.status = finished.status if finished is not None else "failed"
+
+    def _follow(self) -> RunFinished | None:
+        finished = None
         if self._proc is not None:
             for raw in self._proc.stdout:
                 try:
@@ -206,9 +213,17 @@ class TrainJob(QObject):
                     f"the training process exited unexpectedly (code {code}): {self._log_tail()}")))
                 finished = RunFinished(status="failed", epoch=0, global_step=0)
                 self._queue.append(finished)
+            for pipe in (self._proc.stdin, self._proc.stdout):
+                try:
+                    pipe.close()
+                except OSError:
+                    pass
         if self._request is not None:
-            self._request.unlink(missing_ok=True)
-        self.status = finished.status if finished is not None else "failed"
+            try:
+                self._request.unlink(missing_ok=True)
+            except OSError:
+                pass
+        return finished
 
     def _log_tail(self, lines: int = 3) -> str:
         try:
@@ -368,6 +383,10 @@ class TaskRunner(QObject):
         self._generation: dict[str, int] = {}
         self._deliver.connect(self._on_deliver)
         self.pool = QThreadPool.globalInstance()
+
+    def cancel(self, name: str) -> None:
+        """Drop the result of the pending request of this name (it still runs to its end)."""
+        self._generation[name] = self._generation.get(name, 0) + 1
 
     def submit(self, name: str, fn: Callable[[], object]) -> None:
         gen = self._generation.get(name, 0) + 1

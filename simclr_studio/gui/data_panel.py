@@ -104,7 +104,7 @@ class DataPanel(QWidget):
         self.scan_label.setText(f"Scanning {folder}…")
         self.stack.setCurrentIndex(1)
 
-    def scan_progress(self, count: int) -> None:
+    def scan_progress(self, count: int, total: int = 0) -> None:
         self.scan_label.setText(f"Scanning… {count:,} files")
 
     def show_empty(self) -> None:

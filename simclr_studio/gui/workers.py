@@ -40,68 +40,6 @@ def lower_thread_priority(niceness: int = 5) -> None:
         pass
 
 
-class ScanJob(QObject):
-    """Scans a folder on a worker thread; reports progress, the result or a one-line error."""
-
-    progress = Signal(int)
-    finished = Signal(object)  # ScanResult
-    failed = Signal(str)
-
-    def __init__(self, folder: str | Path, parent: QObject | None = None):
-        super().__init__(parent)
-        self.folder = str(folder)
-        self._cancel = threading.Event()
-        self._lock = threading.Lock()
-        self._latest: tuple[str, object] | None = None
-        self._count = 0
-        self._thread = threading.Thread(target=self._work, name="scan", daemon=True)
-        self._timer = QTimer(self)
-        self._timer.setInterval(UI_INTERVAL_MS)
-        self._timer.timeout.connect(self._drain)
-
-    def start(self) -> None:
-        self._timer.start()
-        self._thread.start()
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    def wait(self, timeout: float | None = None) -> None:
-        self._thread.join(timeout)
-
-    def _work(self) -> None:
-        def on_progress(done: int, total: int) -> None:
-            self._count = done
-
-        try:
-            result = scan_folder(self.folder, progress=on_progress, should_stop=self._cancel.is_set)
-            outcome = ("ok", result)
-        except InterruptedError:
-            outcome = ("cancelled", None)
-        except (DataError, OSError) as exc:
-            outcome = ("error", str(exc))
-        except Exception as exc:  # never a silent dead thread
-            outcome = ("error", f"{type(exc).__name__}: {exc}")
-        with self._lock:
-            self._latest = outcome
-
-    @Slot()
-    def _drain(self) -> None:
-        self.progress.emit(self._count)
-        with self._lock:
-            outcome, self._latest = self._latest, None
-        if outcome is None:
-            return
-        self._timer.stop()
-        if self._cancel.is_set():  # superseded by a newer scan: deliver nothing
-            return
-        kind, value = outcome
-        if kind == "ok":
-            self.finished.emit(value)
-        elif kind == "error":
-            self.failed.emit(value)
-
-
 def train_command() -> list[str]:
     """How to start the command line from the app (a frozen bundle is its own interpreter)."""
     if getattr(sys, "frozen", False):
@@ -349,6 +287,16 @@ class ProgressJob(QObject):
             self.finished.emit(value)
         elif kind == "error":
             self.failed.emit(value)
+
+
+class ScanJob(ProgressJob):
+    """Scans a folder on a worker thread: progress (files so far, 0), the ScanResult or a one-line error.
+    Cancelling a scan (or starting a newer one) drops its result."""
+
+    def __init__(self, folder: str | Path, parent: QObject | None = None):
+        self.folder = str(folder)
+        super().__init__(lambda progress, should_stop: scan_folder(self.folder, progress=progress,
+                                                                   should_stop=should_stop), "scan", parent)
 
 
 class _Task(QRunnable):

@@ -301,10 +301,6 @@ class ExplorePanel(QWidget):
         self._set_busy(None)
         self._show_state("Cancelled")
 
-    def wait_idle(self, timeout: float = 60.0) -> bool:
-        """Tests and shutdown: wait for running jobs (their results still arrive through the event loop)."""
-        return all(job.wait(timeout) for job in list(self.jobs.values()))
-
     def _show_state(self, text: str, error: bool = False) -> None:
         self.state_label.setText(text)
         self.state_label.setObjectName("error" if error else "muted")

@@ -22,7 +22,7 @@ from typing import Callable
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from simclr_studio.config import RunConfig
-from simclr_studio.data import DataError, ScanResult, scan_folder
+from simclr_studio.data import DataError, scan_folder
 from simclr_studio.events import EVENTS_FILE, ErrorEvent, Event, RunFinished, event_from_dict, follow_events
 
 UI_INTERVAL_MS = 66  # ~15 Hz

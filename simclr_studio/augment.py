@@ -152,10 +152,15 @@ def color_jitter(x: torch.Tensor, p: float, strength: float, g: torch.Generator)
     order = torch.argsort(torch.rand((b, 4), generator=g, device=dev), dim=1)
     if not bool(apply.any()) or strength == 0:
         return x
+    # Saturation and hue leave a grey image (R = G = B) as it is, and the hue round trip through
+    # HSV is the costliest op: skip both for grey images (all of them in a grayscale dataset).
+    coloured = (x.amax(1) - x.amin(1)).flatten(1).amax(1) > 0
     x = x.clone()
     for step in range(4):
         for k, op in enumerate(ops):
             sel = apply & (order[:, step] == k)
+            if k >= 2:
+                sel = sel & coloured
             if bool(sel.any()):
                 x[sel] = op(x[sel], factors[k][sel])
     return x

@@ -126,8 +126,8 @@ class RunConfig:
     warmup_epochs: float | None = None  # None: 10 (paper), or a tenth of the run when shorter than 100 epochs
     temperature: float = 0.5
     device: str = "auto"
-    amp: bool = True  # mixed precision on CUDA only
-    channels_last: bool = True  # on CUDA only
+    amp: bool = True  # mixed precision: on CUDA, and bf16 on CPUs with native bf16 (AVX512-BF16/AMX)
+    channels_last: bool = True  # NHWC activations on CUDA and CPU (faster convolutions on both)
     seed: int = 0
     num_workers: int = 0  # DataLoader workers when the images do not fit the RAM cache
     cache_ram_gb: float = 4.0  # decode everything once into RAM when it fits this budget

@@ -261,13 +261,15 @@ def decode_all(
     Rows of failed images are left zero; callers drop them. PIL releases the GIL while decoding,
     so a thread pool scales with cores.
     """
-    out = torch.zeros((len(paths), 3, size, size), dtype=torch.uint8)
+    # A numpy buffer: the pool's threads must not call into PyTorch, or each would start its own
+    # OpenMP thread team, and those teams linger and compete with training for the cores.
+    out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
     failures: dict[int, str] = {}
     threads = threads or min(8, os.cpu_count() or 1)
 
     def work(i: int) -> None:
         try:
-            out[i] = to_chw_tensor(decode_image(paths[i], size))
+            out[i] = decode_image(paths[i], size).transpose(2, 0, 1)
         except DataError as exc:
             failures[i] = str(exc)
 
@@ -279,7 +281,7 @@ def decode_all(
             list(pool.map(work, range(start, min(start + chunk, len(paths)))))
             if progress is not None:
                 progress(min(start + chunk, len(paths)), len(paths))
-    return out, failures
+    return torch.from_numpy(out), failures
 
 
 def without_failures(images: torch.Tensor, failures: dict[int, str]) -> torch.Tensor:

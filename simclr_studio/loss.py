@@ -28,8 +28,9 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, gather
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ValueError(f"expected two [N, D] tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
     gather = gather or _local_gather
-    z1 = F.normalize(z1.float(), dim=1)
-    z2 = F.normalize(z2.float(), dim=1)
+    dtype = torch.float64 if z1.dtype == torch.float64 else torch.float32  # never below fp32, even under AMP
+    z1 = F.normalize(z1.to(dtype), dim=1)
+    z2 = F.normalize(z2.to(dtype), dim=1)
     n = z1.shape[0]
     all1, offset = gather(z1)
     all2, _ = gather(z2)

@@ -214,7 +214,7 @@ class Trainer:
         model = build_model(cfg, load_weights=state is None).to(device)
         if state is not None:
             model.load_state_dict(state["model"])
-        use_cl = cfg.channels_last and device.type == "cuda"
+        use_cl = cfg.channels_last and device.type in ("cuda", "cpu")
         if use_cl:
             model = model.to(memory_format=torch.channels_last)
         train_model = self.wrap_model(model, device)

@@ -655,3 +655,25 @@ def test_pipeline_runs_on_cuda():
     for fill in ("zero", "mean", "noise"):
         A.augment(x, dataclasses.replace(cfg, mask_fill=fill, blend_source="noise"), 16,
                   A.step_generator(0, 0, device="cuda"))
+
+
+def test_colour_jitter_takes_a_shortcut_for_grey_images_without_changing_results():
+    from simclr_studio.augment import color_jitter, step_generator
+
+    g0 = torch.Generator().manual_seed(0)
+    grey = torch.rand((4, 1, 12, 12), generator=g0).expand(-1, 3, -1, -1).contiguous()
+    coloured = torch.rand((4, 3, 12, 12), generator=g0)
+    # Grey stays grey, and equals the full path (hue and saturation through HSV) on a copy with a
+    # colour cast too small to matter, which takes that path.
+    out = color_jitter(grey, 1.0, 1.0, step_generator(1, 0))
+    assert torch.equal(out[:, 0], out[:, 1]) and torch.equal(out[:, 1], out[:, 2])
+    cast = grey.clone()
+    cast[:, 0] += 1e-6
+    full = color_jitter(cast, 1.0, 1.0, step_generator(1, 0))
+    assert torch.allclose(out, full, atol=1e-4)
+    # The shortcut draws the same random numbers: the coloured images of a mixed batch come out
+    # exactly as in an all-colour batch.
+    mixed = torch.cat((grey[:2], coloured[2:]))
+    a = color_jitter(mixed, 1.0, 1.0, step_generator(2, 0))
+    b = color_jitter(coloured, 1.0, 1.0, step_generator(2, 0))
+    assert torch.equal(a[2:], b[2:])

@@ -38,3 +38,36 @@ def test_explore_benchmark_runs(tmp_path):
     assert set(rows) == {"extract", "pca", "tsne", "neighbours", "scan", "map_redraw"}
     assert rows["scan"]["images"] == 300 and rows["extract"]["images_per_s"] > 0
     assert rows["neighbours"]["query_ms_median"] > 0 and all(r["peak_rss_mb"] > 0 for r in rows.values())
+
+
+def test_fmnist_benchmark_runs(tmp_path):
+    import pytest
+
+    from simclr_studio.fashion_mnist import DEFAULT_DIR, INSTALL_HINT
+
+    if not DEFAULT_DIR.exists():
+        pytest.skip(f"Fashion-MNIST is not installed; {INSTALL_HINT}")
+    out = tmp_path / "fmnist.json"
+    result = run_script("benchmarks/fmnist.py", "--limit-train", "600", "--limit-test", "200", "--epochs", "1",
+                        "--work", str(tmp_path / "work"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [r["features"] for r in data["results"]] == ["raw pixels", "random encoder", "SimCLR"]
+    assert all(0 <= r["knn"] <= 1 and 0 <= r["linear"] <= 1 for r in data["results"])
+    assert data["n_train"] == 600 and data["n_test"] == 200 and data["config"]["optimizer"] == "adamw"
+    assert data["targets"] == {}  # a smoke run is not judged against the preset's targets
+    assert "SimCLR over the best baseline" in result.stdout
+
+
+def test_throughput_benchmark_runs(tmp_path):
+    out = tmp_path / "throughput.json"
+    result = run_script("benchmarks/throughput.py", "--batch", "8", "--size", "16", "--steps", "2", "--warmup", "1",
+                        "--repeats", "1", "--work", str(tmp_path / "work"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    rates = data["images_per_s"]
+    assert rates["ours"]["median"] > 0 and rates["compute_only"]["median"] > 0
+    assert data["a_over_b"] == rates["ours"]["median"] / rates["compute_only"]["median"]
+    if data["peer"] is not None:  # lightly installed (the optional "bench" extra)
+        assert data["a_over_c"] > 0
+        assert all(row["max_abs_value_diff"] < 1e-9 for row in data["nt_xent_vs_lightly"].values())

@@ -64,5 +64,11 @@ def test_lr_scales_with_global_batch():
     assert RunConfig(lr=0.01).resolved_lr(world_size=8) == 0.01  # an explicit lr is taken as given
 
 
-def test_amp_only_on_cuda():
-    assert amp_dtype(torch.device("cpu")) is None
+def test_amp_dtype_follows_the_hardware(monkeypatch):
+    import simclr_studio.device as device
+
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: False)
+    assert amp_dtype(torch.device("cpu")) is None  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(device, "cpu_has_native_bf16", lambda: True)
+    assert amp_dtype(torch.device("cpu")) is torch.bfloat16
+    assert amp_dtype(torch.device("mps")) is None

@@ -79,7 +79,10 @@ def test_clicking_a_point_lists_its_true_neighbours(explorer, qtbot):
     sims = feats @ feats[row]
     sims[row] = -np.inf
     expected = sorted(range(len(sims)), key=lambda i: (-sims[i], i))[:len(panel.result_rows)]
-    assert panel.result_rows == expected
+    # The true neighbours in order; rows whose similarities tie within float32 rounding may swap.
+    np.testing.assert_allclose(sims[panel.result_rows], sims[expected], atol=1e-5)
+    assert len(set(panel.result_rows)) == len(expected) and row not in panel.result_rows
+    expected = panel.result_rows
     assert panel.results_model.rowCount() == len(expected)
     caption = panel.results_model.labels[0]
     assert f"{sims[expected[0]]:.3f}" in caption and panel.emb.classes[panel.emb.labels[expected[0]]] in caption

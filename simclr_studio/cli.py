@@ -56,13 +56,55 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
+    from simclr_studio.distributed import DistContext, init_from_env, launched_by_torchrun
+
+    if args.demo and args.data_dir:
+        raise CliError("give either DATA_DIR or --demo, not both")
+    if args.nproc > 1 and not launched_by_torchrun():
+        return _launch_torchrun(args.nproc, args.argv)
+    ctx = DistContext()
+    try:
+        if launched_by_torchrun():
+            ctx = init_from_env(args.device or "auto")
+        return _train(args, ctx)
+    finally:
+        if ctx.enabled:
+            from simclr_studio.distributed import shutdown
+
+            shutdown()
+
+
+def _launch_torchrun(nproc: int, argv: list[str]) -> int:
+    """``--nproc K``: the same command under torchrun on this machine (K processes, one per GPU)."""
+    import subprocess
+
+    from simclr_studio.distributed import describe_command, torchrun_command
+
+    rest, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            rest.append(arg)
+    cmd = torchrun_command(nproc, rest)
+    print(f"launching: {describe_command(cmd)}", file=sys.stderr)
+    # torchrun forwards SIGINT/SIGTERM to the workers, which stop with a checkpoint; we wait for it.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        return subprocess.call(cmd)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _train(args, ctx) -> int:
     from simclr_studio.config import RunConfig
     from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, PrepareProgress,
                                       RunFinished, RunStarted, StepEvent)
     from simclr_studio.train import CONFIG_FILE, Trainer, last_checkpoint
 
-    if args.demo and args.data_dir:
-        raise CliError("give either DATA_DIR or --demo, not both")
+    main_rank = ctx.rank == 0
     out = Path(args.out)
     if args.resume:
         if not last_checkpoint(out).exists():
@@ -70,12 +112,14 @@ def cmd_train(args) -> int:
         cfg = RunConfig.load(out / CONFIG_FILE)
         if args.epochs is not None:
             cfg.epochs = args.epochs  # extending a finished run is allowed
+        if args.device is not None:
+            cfg.device = args.device  # where it runs is not part of what it learns
         ignored = [flag for flag, key in (("--batch-size", "batch_size"), ("--backbone", "backbone"),
                                           ("--image-size", "image_size"), ("--optimizer", "optimizer"), ("--lr", "lr"),
                                           ("--temperature", "temperature"), ("--seed", "seed"), ("--config", "config"),
-                                          ("--weights", "weights"), ("--mask", "mask"), ("--device", "device"))
+                                          ("--weights", "weights"), ("--mask", "mask"))
                    if getattr(args, key) is not None]
-        if ignored or args.data_dir or args.demo:
+        if (ignored or args.data_dir or args.demo) and main_rank:
             print(f"note: a resumed run keeps its saved config; ignoring {', '.join(ignored) or 'DATA_DIR'}",
                   file=sys.stderr)
     else:
@@ -102,7 +146,7 @@ def cmd_train(args) -> int:
     from tqdm import tqdm
 
     bar = None
-    quiet = args.quiet
+    quiet = args.quiet or not main_rank  # one progress display, from rank 0
     status = {"error": None}
 
     def on_event(event):
@@ -162,24 +206,29 @@ def cmd_train(args) -> int:
             except (BrokenPipeError, ValueError, OSError):  # the app went away: keep training, stop below
                 trainer.stop()
 
-    trainer = Trainer(cfg, out, on_event=on_event, resume=args.resume)
-    if args.pipe:
+    trainer = Trainer(cfg, out, on_event=on_event, resume=args.resume, rank=ctx.rank, world_size=ctx.world_size)
+    if args.pipe and main_rank:
         _control_from_stdin(trainer)
 
-    def on_sigint(signum, frame):
-        print("\nstopping: saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
+    def on_signal(signum, frame):
+        if main_rank:
+            print("\nstopping: saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
         trainer.stop()
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
+    # SIGTERM too: torchrun (and service managers) stop workers with it; a checkpoint is still saved.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         result = trainer.run()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if result == "failed":
-        raise CliError(status["error"] or "training failed")
+        raise CliError(status["error"] or ("training failed" if main_rank else f"training failed on rank {ctx.rank}"))
     resumable = result == "stopped" and last_checkpoint(out).exists()
-    print(f"{result}: run folder {out}" + (f" (resume with: simclr-studio train --out {out} --resume)" if resumable else ""))
+    if main_rank:
+        print(f"{result}: run folder {out}" + (f" (resume with: simclr-studio train --out {out} --resume)" if resumable else ""))
     return 0 if result == "completed" else EXIT_FAILED if result == "failed" else 130
 
 
@@ -294,8 +343,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def device_name(text: str) -> str:
+    from simclr_studio.config import DEVICES
+
+    if text in DEVICES or (text.startswith("cuda:") and text[5:].isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"choose from {', '.join(DEVICES)} or cuda:N, not {text!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    from simclr_studio.config import BACKBONES, DEVICES, OPTIMIZERS
+    from simclr_studio.config import BACKBONES, OPTIMIZERS
 
     parser = argparse.ArgumentParser(prog="simclr-studio", description="Train SimCLR encoders on your own image folders.")
     parser.add_argument("--version", action="version", version=f"simclr-studio {__version__}")
@@ -312,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, dest="batch_size")
     t.add_argument("--backbone", help=f"{', '.join(BACKBONES)} or auto (resnet18 on a GPU, small-cnn on a CPU)")
     t.add_argument("--image-size", type=int, dest="image_size")
-    t.add_argument("--device", choices=DEVICES, help="auto picks cuda > mps > cpu")
+    t.add_argument("--device", type=device_name, metavar="DEVICE", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     t.add_argument("--optimizer", choices=OPTIMIZERS)
     t.add_argument("--lr", type=float, help="peak learning rate (default: base × batch / 256)")
     t.add_argument("--temperature", type=float)
@@ -320,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--mask", type=float, metavar="P", help="probability of the mask-box augmentation")
     t.add_argument("--num-workers", type=int, dest="num_workers", help="loader processes when not cached in RAM")
     t.add_argument("--seed", type=int)
+    t.add_argument("--nproc", type=positive_int, default=1, metavar="K",
+                   help="train data-parallel in K processes on this machine (one per GPU) through torchrun; "
+                        "for several machines run torchrun yourself (see the README)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)  # the app's link: events out, commands in
     t.set_defaults(func=cmd_train)
@@ -330,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def feature_args(p):
         p.add_argument("--batch-size", type=positive_int, default=256, dest="batch_size")
-        p.add_argument("--device", choices=DEVICES, default="auto")
+        p.add_argument("--device", type=device_name, default="auto", metavar="DEVICE", help="auto, cpu, cuda, cuda:N or mps")
         p.add_argument("--quiet", action="store_true")
 
     e = sub.add_parser("embed", help="compute encoder features for a folder")
@@ -383,10 +443,19 @@ def gui_main(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["torchrun"]:  # torchrun from a frozen bundle, which has no `python -m` (see distributed.py)
+        from torch.distributed.run import main as torchrun
+
+        try:
+            torchrun(argv[1:])
+        except Exception:  # torchrun has reported which worker failed and how
+            return EXIT_FAILED
+        return 0
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
         return gui_main(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = argv
     from simclr_studio.checkpoint import CheckpointError
     from simclr_studio.config import ConfigError
     from simclr_studio.data import DataError

@@ -127,6 +127,7 @@ class RunConfig:
     temperature: float = 0.5
     device: str = "auto"
     amp: bool = True  # mixed precision: on CUDA, and bf16 on CPUs with native bf16 (AVX512-BF16/AMX)
+    sync_bn: bool = True  # several GPUs: batch-norm statistics over the global batch (paper); CUDA only
     channels_last: bool = True  # NHWC activations on CUDA and CPU (faster convolutions on both)
     seed: int = 0
     num_workers: int = 0  # DataLoader workers when the images do not fit the RAM cache

@@ -21,6 +21,20 @@ def available_devices() -> list[str]:
     return found
 
 
+def gpu_count() -> int:
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+def device_choices() -> list[tuple[str, str, int]]:
+    """The app's device menu as (label, device, processes): every device, and with several GPUs
+    "all N GPUs", which trains data-parallel in N processes through torchrun."""
+    choices = [(name, name, 1) for name in available_devices()]
+    n = gpu_count()
+    if n > 1:
+        choices.insert(n, (f"all {n} GPUs", "cuda", n))  # after the single GPUs, before the CPU
+    return choices
+
+
 def resolve_device(name: str) -> torch.device:
     """'auto' → cuda > mps > cpu; an explicit device that is absent is a ConfigError."""
     if name == "auto":

@@ -8,6 +8,7 @@ losses an uninterrupted run would have produced.
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -58,11 +59,19 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, on_event: Callable[[Event], None] | None = None,
                  resume: bool = False, rank: int = 0, world_size: int = 1, gather=None):
+        """``rank``/``world_size`` > 1: one process of a torch.distributed run (the process group must
+        be initialised); the negatives are then gathered from all ranks unless ``gather`` says otherwise."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.on_event = on_event
         self.resume = resume
-        self.rank, self.world_size, self.gather = rank, world_size, gather
+        self.rank, self.world_size = rank, world_size
+        if gather is None and world_size > 1:
+            from simclr_studio.distributed import gather_with_grad
+
+            gather = gather_with_grad
+        self.gather = gather
+        self._agree = None  # StepAgreement when distributed
         self._stop = threading.Event()
         self._running = threading.Event()
         self._running.set()
@@ -101,7 +110,9 @@ class Trainer:
             raise DataError(f"no images found in {cfg.data_dir}" + (f" ({len(scan.skipped)} files skipped)" if scan.skipped else ""))
         BatchSource.check_batch_size(len(scan), cfg.batch_size, self.world_size)  # fail before a long decode
         cache = None
-        if fits_in_ram(len(scan), cfg.image_size, cfg.cache_ram_gb):
+        # Every process keeps its own cache: the budget is shared by the processes on this machine.
+        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.world_size > 1 else 1
+        if fits_in_ram(len(scan), cfg.image_size, cfg.cache_ram_gb / local_procs):
             cache, failures = decode_all(
                 scan.paths, cfg.image_size,
                 progress=lambda d, t: self.emit(PrepareProgress(stage="decode", done=d, total=t)),
@@ -200,6 +211,8 @@ class Trainer:
         self.status = "running"
         cfg = self.cfg
         device = resolve_device(cfg.device)
+        if self.world_size > 1 and device.type == "cuda":
+            device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (torchrun's LOCAL_RANK)
         state = None
         if self.resume and last_checkpoint(self.run_dir).exists():
             state = load_training_checkpoint(last_checkpoint(self.run_dir))
@@ -234,6 +247,14 @@ class Trainer:
                 scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["rng"]["torch"])
             start_epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
+            saved_world = int(state.get("world_size", 1))
+            if saved_world != self.world_size:
+                # Another number of processes: same epoch, same images done within it, new step size.
+                start_step = start_step * saved_world // self.world_size
+                global_step = start_epoch * steps_per_epoch + start_step
+                self.emit(LogEvent(message=(
+                    f"checkpoint of a {saved_world}-process run resumed on {self.world_size}: global batch "
+                    f"{cfg.batch_size * saved_world} → {cfg.batch_size * self.world_size}, peak lr {self.base_lr:.4g}")))
             if start_step >= steps_per_epoch:  # stopped after the last step of an epoch
                 start_epoch, start_step = start_epoch + 1, 0
             self.emit(LogEvent(message=f"resumed from {last_checkpoint(self.run_dir)} at epoch {start_epoch + 1}, step {start_step}"))
@@ -254,18 +275,17 @@ class Trainer:
             first = start_step if epoch == start_epoch else 0
             tick = time.perf_counter()
             for step, batch in enumerate(source.batches(epoch, first), start=first):
-                if not self._running.is_set():
-                    self.emit(StateEvent(state="paused"))
-                    self._running.wait()
-                    if not self._stop.is_set():
-                        self.emit(StateEvent(state="running"))
-                    tick = time.perf_counter()
-                if self._stop.is_set():
+                stop, paused = self._control()
+                if stop:
                     self._checkpoint(model, optimizer, scaler, epoch, step, global_step, "stop")
                     return "stopped"
+                if paused:
+                    tick = time.perf_counter()  # a pause is not step time
                 lr = lr_at(global_step, self.total_steps, self.warmup_steps, self.base_lr)
                 set_lr(optimizer, lr)
                 loss = self.train_step(train_model, optimizer, scaler, batch, device, global_step, dtype, use_cl)
+                if self._agree is not None:
+                    loss = self._agree.mean(loss)  # the global loss; NaN on any rank is NaN on all
                 if not math.isfinite(loss):
                     self.emit(ErrorEvent(category="nan", message=(
                         f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; training stopped and the last good "
@@ -287,7 +307,7 @@ class Trainer:
                 self.emit(LogEvent(message=f"{source.decode_failures} file(s) failed to decode while streaming and "
                                            "were replaced by grey images (see warnings)"))
                 source.decode_failures = 0
-            if self._stop.is_set() and not losses:
+            if not losses and self._control()[0]:  # stopped at an epoch boundary
                 self._checkpoint(model, optimizer, scaler, epoch, first, global_step, "stop")
                 return "stopped"
             self.emit(EpochEvent(epoch=epoch, loss=float(np.mean(losses)) if losses else float("nan"), seconds=seconds,
@@ -298,9 +318,33 @@ class Trainer:
             self._position = (epoch + 1, global_step)
         return "completed"
 
+    def _control(self) -> tuple[bool, bool]:
+        """Honour pause and stop between steps: (stop now, was paused). Distributed, every rank
+        agrees on both, so all stop at the same step and a paused run holds no rank in a collective."""
+        agree = self._agree or (lambda stop, pause: (stop, pause))
+        stop, pause = agree(self._stop.is_set(), not self._running.is_set())
+        if not pause or stop:
+            return stop, False
+        self.emit(StateEvent(state="paused"))
+        while pause and not stop:
+            if self._agree is None:
+                self._running.wait()
+            else:
+                self._running.wait(0.2)  # all ranks poll together while rank 0 waits for the user
+            stop, pause = agree(self._stop.is_set(), not self._running.is_set())
+        if not stop:
+            self.emit(StateEvent(state="running"))
+        return stop, True
+
     def wrap_model(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        """Hook for data-parallel wrapping (DistributedDataParallel); the identity on one process."""
-        return model
+        """DistributedDataParallel (with SyncBatchNorm on CUDA when configured) across processes;
+        the model itself on one process."""
+        if self.world_size == 1:
+            return model
+        from simclr_studio.distributed import StepAgreement, wrap_model
+
+        self._agree = StepAgreement(device)
+        return wrap_model(model, device, sync_bn=self.cfg.sync_bn)
 
     def train_step(self, model, optimizer, scaler, batch: torch.Tensor, device: torch.device, global_step: int,
                    dtype: torch.dtype | None, channels_last: bool) -> float:

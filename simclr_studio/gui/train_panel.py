@@ -18,7 +18,7 @@ from PySide6.QtWidgets import (QCheckBox, QGraphicsItem, QComboBox, QDoubleSpinB
                                QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
 
 from simclr_studio.config import BACKBONES, OPTIMIZERS, ConfigError, RunConfig
-from simclr_studio.device import available_devices
+from simclr_studio.device import available_devices, device_choices
 from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, PrepareProgress,
                                   RunFinished, RunStarted, StateEvent, read_events, EVENTS_FILE)
 from simclr_studio.gui.workers import RunFollower, TrainJob
@@ -99,7 +99,10 @@ class TrainPanel(QWidget):
         self.temperature.setSingleStep(0.05)
         form.addRow("Temperature τ", self.temperature)
         self.device = QComboBox()
-        self.device.addItems(available_devices())
+        for label, device, processes in device_choices():
+            self.device.addItem(label, (device, processes))
+        self.device.setToolTip("Where training runs. With several GPUs, \"all N GPUs\" trains data-parallel in one\n"
+                               "process per GPU (torchrun): the effective batch is N × the batch size.")
         form.addRow("Device", self.device)
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
@@ -232,8 +235,9 @@ class TrainPanel(QWidget):
         self.optimizer.setCurrentText(cfg.optimizer)
         self.lr.setValue(cfg.lr or 0.0)
         self.temperature.setValue(cfg.temperature)
-        device = cfg.device if cfg.device in available_devices() else available_devices()[0]
-        self.device.setCurrentText(device)
+        single = [i for i in range(self.device.count()) if self.device.itemData(i)[1] == 1]
+        match = [i for i in single if self.device.itemData(i)[0] == cfg.device]
+        self.device.setCurrentIndex(match[0] if match else single[0])
         self.seed.setValue(cfg.seed)
 
     def config(self) -> RunConfig:
@@ -241,7 +245,7 @@ class TrainPanel(QWidget):
                         image_size=self.image_size.value(), batch_size=self.batch_size.value(),
                         epochs=self.epochs.value(), optimizer=self.optimizer.currentText(),
                         lr=self.lr.value() or None, temperature=self.temperature.value(),
-                        device=self.device.currentText(), seed=self.seed.value())
+                        device=self.device.currentData()[0], seed=self.seed.value())
         if self.augment_source is not None:
             cfg.augment = self.augment_source()
         return cfg
@@ -291,7 +295,8 @@ class TrainPanel(QWidget):
         try:
             if resume:
                 cfg = RunConfig.load(self.opened_run / CONFIG_FILE)
-                cfg.epochs = self.epochs.value()  # the one setting a resumed run may change
+                cfg.epochs = self.epochs.value()  # the settings a resumed run may change: length and device
+                cfg.device = self.device.currentData()[0]
                 run_dir = self.opened_run
             else:
                 if not self.data_dir:
@@ -313,7 +318,7 @@ class TrainPanel(QWidget):
             self.history = RunHistory()
             self.log.clear()
         self.opened_run = Path(run_dir)
-        self.job = TrainJob(cfg, run_dir, resume=resume, parent=self)
+        self.job = TrainJob(cfg, run_dir, resume=resume, parent=self, nproc=self.device.currentData()[1])
         self.job.events.connect(self.on_events)
         self.job.done.connect(self._on_done)
         self.job.start()
@@ -389,6 +394,7 @@ class TrainPanel(QWidget):
         for widget in self.settings_widgets:
             widget.setEnabled(not running and not resume_mode)
         self.epochs.setEnabled(not running)
+        self.device.setEnabled(not running)  # a checkpoint resumes on any device and number of GPUs
         self.run_state_changed.emit(running)
         self.settings_locked.emit(running or resume_mode)
 

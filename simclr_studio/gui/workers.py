@@ -58,9 +58,12 @@ class TrainJob(QObject):
     events = Signal(list)  # list[Event], at most ~15 times a second
     done = Signal(str)  # final status
 
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, parent: QObject | None = None):
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, parent: QObject | None = None,
+                 nproc: int = 1):
+        """``nproc`` > 1: data-parallel in that many processes (torchrun, one per GPU); rank 0 speaks."""
         super().__init__(parent)
         self.cfg = cfg
+        self.nproc = nproc
         self.run_dir = Path(run_dir)
         self.resuming = resume
         self._queue: collections.deque[Event] = collections.deque()
@@ -75,8 +78,10 @@ class TrainJob(QObject):
 
     def command(self) -> list[str]:
         args = ["train", "--out", str(self.run_dir), "--quiet", "--pipe"]
+        if self.nproc > 1:
+            args += ["--nproc", str(self.nproc)]
         if self.resuming:
-            return train_command() + args + ["--resume", "--epochs", str(self.cfg.epochs)]
+            return train_command() + args + ["--resume", "--epochs", str(self.cfg.epochs), "--device", self.cfg.device]
         fd, request = tempfile.mkstemp(prefix="simclr-studio-run-", suffix=".json")
         os.close(fd)
         self._request = Path(request)

@@ -202,5 +202,6 @@ def test_killing_one_rank_ends_the_run_with_an_error(tmp_path):
             proc.kill()
     output = proc.stdout.read()
     assert code != 0, output[-3000:]
+    print(f"run ended {waited:.1f} s after rank 1 was killed")
     assert waited < 90, f"the surviving rank took {waited:.0f} s to give up"
     assert not any(e["event"] == "finished" and e["status"] == "completed" for e in _events(run))

@@ -9,13 +9,18 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from simclr_studio.checkpoint import CheckpointError, safe_load
 from simclr_studio.config import BACKBONES, ConfigError
 
-RESNETS = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
-           "resnet50": torchvision.models.resnet50}
+RESNETS = ("resnet18", "resnet34", "resnet50")
+
+
+def _resnet(name: str):
+    # torchvision.models takes ~1.5 s to import: only when a ResNet is built (the app starts faster).
+    import torchvision
+
+    return getattr(torchvision.models, name)(weights=None)
 
 
 class SmallCNN(nn.Module):
@@ -43,7 +48,7 @@ class SmallCNN(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
-def apply_small_stem(net: torchvision.models.ResNet) -> None:
+def apply_small_stem(net: nn.Module) -> None:
     """3×3 stride-1 first conv and no max-pool: keeps spatial detail for 32–64 px inputs (paper's CIFAR setup)."""
     net.conv1 = nn.Conv2d(3, net.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
@@ -56,7 +61,7 @@ def build_backbone(name: str, small_stem: bool = False) -> tuple[nn.Module, int]
         return net, net.feature_dim
     if name not in RESNETS:
         raise ConfigError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    net = RESNETS[name](weights=None)
+    net = _resnet(name)
     if small_stem:
         apply_small_stem(net)
     dim = net.fc.in_features

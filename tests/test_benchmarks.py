@@ -71,3 +71,11 @@ def test_throughput_benchmark_runs(tmp_path):
     if data["peer"] is not None:  # lightly installed (the optional "bench" extra)
         assert data["a_over_c"] > 0
         assert all(row["max_abs_value_diff"] < 1e-9 for row in data["nt_xent_vs_lightly"].values())
+
+
+def test_startup_benchmark_runs(tmp_path):
+    out = tmp_path / "startup.json"
+    result = run_script("benchmarks/startup.py", "--runs", "1", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert 0 < data["splash_s"]["median"] < data["window_s"]["median"]

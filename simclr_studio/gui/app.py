@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 import sys
-from pathlib import Path
+import threading
+import time
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QEventLoop, QSettings, QTimer
 from PySide6.QtGui import QColor, QIcon, QPalette
 from PySide6.QtWidgets import QApplication
 
 from simclr_studio.paths import resource
-
-
-def default_runs_root() -> Path:
-    return Path(os.environ.get("SIMCLR_STUDIO_RUNS", Path.home() / "simclr-studio-runs"))
 
 
 def apply_theme(name: str) -> None:
@@ -60,14 +58,13 @@ def create_app(argv: list[str] | None = None) -> QApplication:
 
 def build_window(settings: QSettings | None = None):
     from simclr_studio.gui.main_window import MainWindow
+    from simclr_studio.gui.preferences import Preferences
 
     settings = settings or QSettings()
+    prefs = Preferences.load(settings)
     demo = resource("demo")
-    window = MainWindow(settings, default_runs_root(), demo if demo.is_dir() else None)
-    theme = str(settings.value("theme", "light"))
-    apply_theme(theme)
-    window.train_panel.apply_theme(theme == "dark")
-    window.explore_panel.apply_theme(theme == "dark")
+    window = MainWindow(settings, prefs.runs_root, demo if demo.is_dir() else None)
+    window.apply_preferences(prefs)
     # Move everything alive after start-up (torch, Qt, numpy: ~300k objects) out of the cyclic GC's
     # reach. Otherwise a full collection, triggered by a worker's allocations, walks them all while
     # holding the GIL and freezes the window for ~0.25 s.
@@ -76,12 +73,49 @@ def build_window(settings: QSettings | None = None):
     return window
 
 
+def _load_heavy_modules() -> None:
+    """PyTorch, the engine and the panels: seconds of imports, done while the splash is on screen."""
+    import simclr_studio.gui.main_window  # noqa: F401
+
+
 def run_app(path: str | None = None, demo: bool = False) -> int:
+    started = time.perf_counter()
     app = create_app()
-    window = build_window()
+    settings = QSettings()
+    apply_theme(str(settings.value("theme", "light")))
+    from simclr_studio.gui.splash import SplashWindow
+
+    splash = SplashWindow()
+    splash.show_centered()
+    deadline = time.monotonic() + 1.0
+    while not splash.painted and time.monotonic() < deadline:  # on screen before the long imports
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+    _probe("splash", started)
+    # Import in a thread so the splash keeps repainting (moves, exposes) while the modules load.
+    loader = threading.Thread(target=_load_heavy_modules, name="startup-imports", daemon=True)
+    loader.start()
+    while loader.is_alive():
+        app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
+        loader.join(0.02)
+    window = build_window(settings)
+    screen = splash.screen().availableGeometry()
+    if window.width() < screen.width() and window.height() < screen.height():
+        window.move(screen.center() - window.rect().center())  # where the splash was, not a corner
     window.show()
+    splash.close()
     if demo:
         window.open_demo()
     elif path:
         window.open_path(path)
+    _probe("window", started)
+    if os.environ.get(STARTUP_PROBE):
+        QTimer.singleShot(0, app.quit)
     return app.exec()
+
+
+STARTUP_PROBE = "SIMCLR_STUDIO_STARTUP_PROBE"  # benchmarks/startup.py: report the times and quit
+
+
+def _probe(stage: str, started: float) -> None:
+    if os.environ.get(STARTUP_PROBE):
+        print(json.dumps({"stage": stage, "seconds": time.perf_counter() - started}), flush=True)

@@ -22,14 +22,28 @@ class DataPanel(QWidget):
 
         # Empty state: what to do first.
         empty = QWidget()
-        hint = QLabel("<h2>Drop a folder of images here</h2>"
-                      "<p>Any folder works; subfolders are read as classes (used only to measure quality).</p>")
+        hint = QLabel("<h2>Welcome to SIMCLR Studio</h2>"
+                      "<p>Teach a network what your images have in common, without labels.</p>")
         hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         hint.setObjectName("hint")
+        steps = QHBoxLayout()
+        steps.addStretch()
+        for number, title, text in (
+            (1, "Drop a folder", "Any folder of images; subfolders are read as<br>classes, used only to measure quality."),
+            (2, "Preview &amp; train", "See the two augmented views of each image,<br>then train on your GPU or CPU."),
+            (3, "Explore &amp; export", "Click through the map of what it learned;<br>export the encoder's weights."),
+        ):
+            card = QLabel(f"<p style='font-size:15pt; font-weight:600'>{number} · {title}</p><p>{text}</p>")
+            card.setObjectName("welcomeStep")
+            card.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            card.setMinimumWidth(260)
+            steps.addWidget(card)
+        steps.addStretch()
         buttons = QHBoxLayout()
         open_button = QPushButton("Open Folder…")
         open_button.clicked.connect(self.open_folder_requested)
-        demo_button = QPushButton("Open the demo images")
+        demo_button = QPushButton("Try it on the demo images")
+        demo_button.setObjectName("primary")
         demo_button.clicked.connect(self.open_demo_requested)
         buttons.addStretch()
         buttons.addWidget(open_button)
@@ -38,6 +52,8 @@ class DataPanel(QWidget):
         empty_layout = QVBoxLayout(empty)
         empty_layout.addStretch()
         empty_layout.addWidget(hint)
+        empty_layout.addLayout(steps)
+        empty_layout.addSpacing(12)
         empty_layout.addLayout(buttons)
         empty_layout.addStretch()
 

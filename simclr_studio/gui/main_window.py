@@ -13,6 +13,7 @@ from simclr_studio.data import ScanResult
 from simclr_studio.gui.augment_panel import AugmentPanel
 from simclr_studio.gui.data_panel import DataPanel
 from simclr_studio.gui.explore_panel import ExplorePanel
+from simclr_studio.gui.preferences import Preferences, PreferencesDialog
 from simclr_studio.gui.train_panel import TrainPanel
 from simclr_studio.gui.workers import ScanJob
 from simclr_studio.train import CONFIG_FILE
@@ -93,6 +94,11 @@ class MainWindow(QMainWindow):
         self.explore_panel.embeddings_ready.connect(self.export_action.setEnabled)
         file_menu.addAction(self.export_action)
         file_menu.addSeparator()
+        preferences = QAction("&Preferences…", self, shortcut=QKeySequence("Ctrl+,"))
+        preferences.setMenuRole(QAction.MenuRole.PreferencesRole)
+        preferences.triggered.connect(self.show_preferences)
+        file_menu.addAction(preferences)
+        file_menu.addSeparator()
         quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
         quit_action.triggered.connect(self.close)
         file_menu.addAction(quit_action)
@@ -102,11 +108,13 @@ class MainWindow(QMainWindow):
         theme_menu = view_menu.addMenu("Theme")
         group = QActionGroup(self)
         current = self.settings.value("theme", "light")
+        self.theme_actions = {}
         for name in ("light", "dark"):
             action = QAction(name.capitalize(), self, checkable=True, checked=name == current)
             action.triggered.connect(lambda _=False, n=name: self.set_theme(n))
             group.addAction(action)
             theme_menu.addAction(action)
+            self.theme_actions[name] = action
 
         help_menu = self.menuBar().addMenu("&Help")
         about = QAction("&About SIMCLR Studio", self)
@@ -120,15 +128,42 @@ class MainWindow(QMainWindow):
         apply_theme(name)
         self.train_panel.apply_theme(name == "dark")
         self.explore_panel.apply_theme(name == "dark")
+        if name in self.theme_actions:
+            self.theme_actions[name].setChecked(True)
 
-    def show_about(self) -> None:
+    def apply_preferences(self, prefs: Preferences) -> None:
+        self.train_panel.set_runs_root(prefs.runs_root)
+        self.data_panel.model.cache_size = prefs.thumbnail_cache
+        self.explore_panel.results_model.cache_size = max(100, prefs.thumbnail_cache // 2)
+        self.set_theme(prefs.theme)
+
+    def show_preferences(self) -> None:
+        dialog = PreferencesDialog(Preferences.load(self.settings), self)
+        if dialog.exec():
+            prefs = dialog.preferences()
+            prefs.save(self.settings)
+            self.apply_preferences(prefs)
+
+    def about_text(self) -> str:
+        import platform
+
+        import PySide6
+        import sklearn
         import torch
 
-        from simclr_studio.device import available_devices
+        from simclr_studio.device import available_devices, describe, resolve_device
 
-        QMessageBox.about(self, "About SIMCLR Studio",
-                          f"<h3>SIMCLR Studio {__version__}</h3><p>SimCLR self-supervised training on your own "
-                          f"images.</p><p>PyTorch {torch.__version__}<br>Devices: {', '.join(available_devices())}</p>")
+        device = self.train_panel.device.currentData()
+        in_use = describe(resolve_device(device[0])) if device else describe(resolve_device("auto"))
+        if device and device[1] > 1:
+            in_use = f"{device[1]} GPUs (torchrun)"
+        return (f"<h3>SIMCLR Studio {__version__}</h3><p>SimCLR self-supervised training on your own images.</p>"
+                f"<p><b>Training device:</b> {in_use}<br><b>Devices found:</b> {', '.join(available_devices())}</p>"
+                f"<p>PyTorch {torch.__version__} · Qt {PySide6.QtCore.qVersion()} (PySide6 {PySide6.__version__}) · "
+                f"scikit-learn {sklearn.__version__} · Python {platform.python_version()}</p>")
+
+    def show_about(self) -> None:
+        QMessageBox.about(self, "About SIMCLR Studio", self.about_text())
 
     def _refresh_recent(self) -> None:
         self.recent_menu.clear()

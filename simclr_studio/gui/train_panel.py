@@ -287,6 +287,13 @@ class TrainPanel(QWidget):
     def is_running(self) -> bool:
         return self.job is not None and self.job.is_running()
 
+    def set_runs_root(self, root: Path) -> None:
+        """Where new runs go; a suggested (not yet used) run folder moves with it."""
+        old_root, self.runs_root = self.runs_root, Path(root)
+        text = self.run_dir.text().strip()
+        if text and Path(text).parent == old_root and not self.is_running() and self.opened_run is None:
+            self.run_dir.setText(str(self.runs_root / Path(text).name))
+
     def start(self) -> None:
         if self.is_running():
             return

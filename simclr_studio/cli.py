@@ -56,16 +56,16 @@ def _train_config(args):
 
 
 def cmd_train(args) -> int:
-    from simclr_studio.distributed import DistContext, init_from_env, launched_by_torchrun
+    from simclr_studio.distributed import DistContext, launched_by_torchrun
 
     if args.demo and args.data_dir:
         raise CliError("give either DATA_DIR or --demo, not both")
     if args.nproc > 1 and not launched_by_torchrun():
         return _launch_torchrun(args.nproc, args.argv)
-    ctx = DistContext()
+    # Under torchrun the process group is joined once the run's config (and so its device) is known.
+    ctx = DistContext(rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"])) \
+        if launched_by_torchrun() else DistContext()
     try:
-        if launched_by_torchrun():
-            ctx = init_from_env(args.device or "auto")
         return _train(args, ctx)
     finally:
         if ctx.enabled:
@@ -90,12 +90,27 @@ def _launch_torchrun(nproc: int, argv: list[str]) -> int:
             rest.append(arg)
     cmd = torchrun_command(nproc, rest)
     print(f"launching: {describe_command(cmd)}", file=sys.stderr)
-    # torchrun forwards SIGINT/SIGTERM to the workers, which stop with a checkpoint; we wait for it.
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # torchrun passes SIGINT/SIGTERM on to the workers, which stop with a checkpoint; we wait for it.
+    # (Ctrl-C reaches torchrun by itself; a SIGTERM sent to us alone is handed on.)
+    proc = subprocess.Popen(cmd)
+    stopping = []
+
+    def on_sigint(signum, frame):
+        stopping.append(signum)
+
+    def on_sigterm(signum, frame):
+        stopping.append(signum)
+        proc.send_signal(signal.SIGTERM)
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, on_sigint),
+                signal.SIGTERM: signal.signal(signal.SIGTERM, on_sigterm)}
     try:
-        return subprocess.call(cmd)
+        code = proc.wait()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    # A signalled torchrun reports failure even when its workers stopped cleanly with a checkpoint.
+    return 130 if stopping else code
 
 
 def _train(args, ctx) -> int:
@@ -142,6 +157,12 @@ def _train(args, ctx) -> int:
             cfg.image_size = 28
             cfg.augment = AugmentConfig.for_image_size(28)
     cfg.validate()
+    if ctx.enabled:
+        from simclr_studio.distributed import init_from_env
+
+        ctx = init_from_env(cfg.device)
+        if ctx.backend == "gloo" and cfg.device != "cpu":
+            cfg.device = "cpu"  # gloo exchanges CPU tensors (a run without CUDA, or on MPS, trains on the CPU)
 
     from tqdm import tqdm
 
@@ -229,6 +250,8 @@ def _train(args, ctx) -> int:
     resumable = result == "stopped" and last_checkpoint(out).exists()
     if main_rank:
         print(f"{result}: run folder {out}" + (f" (resume with: simclr-studio train --out {out} --resume)" if resumable else ""))
+    if result == "stopped" and ctx.enabled:
+        return 0  # under torchrun any other code counts as a crash and tears the other ranks down
     return 0 if result == "completed" else EXIT_FAILED if result == "failed" else 130
 
 
@@ -239,10 +262,22 @@ def _control_from_stdin(trainer) -> None:
 
     def read() -> None:
         commands = {"pause": trainer.pause, "resume": trainer.resume_training, "stop": trainer.stop}
-        for line in sys.stdin:
-            command = commands.get(line.strip())
-            if command is not None:
-                command()
+        # Raw reads: iterating sys.stdin would hold its lock while blocked, and a DataLoader worker
+        # forked at that moment would hang for ever closing its copy of stdin.
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(0, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                command = commands.get(line.decode(errors="replace").strip())
+                if command is not None:
+                    command()
         trainer.stop()
 
     threading.Thread(target=read, name="control", daemon=True).start()

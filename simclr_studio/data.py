@@ -313,10 +313,12 @@ class ImageFileDataset(torch.utils.data.Dataset):
 
 
 def _ignore_sigint(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C to the main process, which stops training cleanly."""
+    """Loader workers leave Ctrl-C and SIGTERM (torchrun signals whole process groups) to the main
+    process, which stops training cleanly with a checkpoint."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-# A rank that waits this long in a collective gives up with an error instead of hanging
-# (e.g. when a peer machine vanished without torchrun noticing).
-COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=10)
+# A rank that waits this long in a collective gives up with an error instead of hanging (e.g. when
+# a peer machine vanished without torchrun noticing). Long enough for rank 0's end-of-epoch kNN.
+COLLECTIVE_TIMEOUT = datetime.timedelta(minutes=30)
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,10 @@ def init_from_env(device_name: str) -> DistContext:
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda:
         torch.cuda.set_device(local_rank)
+    elif os.environ.get("OMP_NUM_THREADS") == "1":
+        # torchrun's default of one thread per process would leave most cores idle on a CPU run.
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return DistContext(rank, world, local_rank, backend)
@@ -126,6 +130,14 @@ class StepAgreement:
         flags = torch.tensor([float(stop), float(pause)], device=self.device)
         dist.all_reduce(flags, op=dist.ReduceOp.MAX)
         return bool(flags[0]), bool(flags[1])
+
+    def same_everywhere(self, value: int) -> bool:
+        t = torch.tensor([value, -value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return int(t[0]) == value and int(-t[1]) == value
+
+    def barrier(self) -> None:
+        dist.barrier()
 
     def mean(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.device)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
 from pathlib import Path
@@ -95,6 +96,8 @@ class Trainer:
 
     def emit(self, event: Event) -> None:
         if not self.is_main:
+            if isinstance(event, ErrorEvent):  # only rank 0 writes events: say it here, or it is lost
+                print(f"rank {self.rank}: {event.message}", file=sys.stderr, flush=True)
             return
         if self._log is not None:
             self._log.write(event)
@@ -231,6 +234,9 @@ class Trainer:
         if use_cl:
             model = model.to(memory_format=torch.channels_last)
         train_model = self.wrap_model(model, device)
+        if self._agree is not None and not self._agree.same_everywhere(len(scan)):
+            raise DataError(f"the processes found different numbers of images in {cfg.data_dir} (this one {len(scan)}): "
+                            "is the folder still being copied, or not the same on every machine?")
 
         self.base_lr = cfg.resolved_lr(self.world_size)
         steps_per_epoch = source.steps_per_epoch
@@ -278,6 +284,7 @@ class Trainer:
                 stop, paused = self._control()
                 if stop:
                     self._checkpoint(model, optimizer, scaler, epoch, step, global_step, "stop")
+                    self._barrier()  # no rank leaves while rank 0 is still writing
                     return "stopped"
                 if paused:
                     tick = time.perf_counter()  # a pause is not step time
@@ -309,6 +316,7 @@ class Trainer:
                 source.decode_failures = 0
             if not losses and self._control()[0]:  # stopped at an epoch boundary
                 self._checkpoint(model, optimizer, scaler, epoch, first, global_step, "stop")
+                self._barrier()
                 return "stopped"
             self.emit(EpochEvent(epoch=epoch, loss=float(np.mean(losses)) if losses else float("nan"), seconds=seconds,
                                  images_per_s=len(losses) * cfg.batch_size * self.world_size / max(seconds, 1e-9)))
@@ -316,7 +324,12 @@ class Trainer:
                 self._online_knn(model, scan, cache, device, epoch)
             self._checkpoint(model, optimizer, scaler, epoch + 1, 0, global_step, "epoch")
             self._position = (epoch + 1, global_step)
+        self._barrier()
         return "completed"
+
+    def _barrier(self) -> None:
+        if self._agree is not None:
+            self._agree.barrier()
 
     def _control(self) -> tuple[bool, bool]:
         """Honour pause and stop between steps: (stop now, was paused). Distributed, every rank

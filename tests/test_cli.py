@@ -169,3 +169,25 @@ def test_config_file_and_flags(capsys, tmp_path, image_folder):
     assert code == 0, err
     saved = RunConfig.load(tmp_path / "r" / "config.json")
     assert saved.augment.mask_p == 0.0 and saved.seed == 11 and saved.batch_size == 8 and saved.image_size == 16
+
+
+def test_pipe_mode_with_streaming_loader_workers_does_not_hang(tmp_path, image_folder):
+    # The stdin reader must not hold a lock that a forked DataLoader worker would wait on for ever.
+    import json
+
+    from simclr_studio.config import RunConfig
+
+    cfg = RunConfig(backbone="small-cnn", image_size=16, batch_size=8, epochs=1, device="cpu", optimizer="sgd",
+                    cache_ram_gb=0, num_workers=1, eval_every=0)
+    cfg.save(tmp_path / "cfg.json")
+    proc = subprocess.Popen([sys.executable, "-m", "simclr_studio", "train", str(image_folder), "--out",
+                             str(tmp_path / "run"), "--config", str(tmp_path / "cfg.json"), "--pipe", "--quiet"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        code = proc.wait(timeout=120)  # stdin stays open, as the app keeps it
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    events = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
+    assert code == 0, proc.stderr.read()[-2000:]
+    assert events[-1]["event"] == "finished" and events[-1]["status"] == "completed"

@@ -205,3 +205,29 @@ def test_killing_one_rank_ends_the_run_with_an_error(tmp_path):
     print(f"run ended {waited:.1f} s after rank 1 was killed")
     assert waited < 90, f"the surviving rank took {waited:.0f} s to give up"
     assert not any(e["event"] == "finished" and e["status"] == "completed" for e in _events(run))
+
+
+def test_sigterm_to_the_launcher_stops_every_rank_with_a_checkpoint(tmp_path):
+    data = _image_folder(tmp_path / "data")
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "simclr_studio", "train", str(data), "--out", str(run), "--epochs", "500",
+           "--batch-size", "8", "--image-size", "16", "--device", "cpu", "--quiet", "--nproc", "2"]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if (run / "events.jsonl").exists() and sum(e["event"] == "step" for e in _events(run)) >= 3:
+                break
+            assert proc.poll() is None, proc.stdout.read()[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)  # to the launcher only: it hands the signal on to torchrun
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = proc.stdout.read()
+    assert code == 130, output[-3000:]  # stopped, as with Ctrl-C on one process
+    events = _events(run)
+    assert any(e["event"] == "checkpoint" and e["reason"] == "stop" for e in events)
+    assert events[-1]["event"] == "finished" and events[-1]["status"] == "stopped"
+    assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["world_size"] == 2

@@ -150,10 +150,8 @@ def measure_lightly(cfg: RunConfig, folder: Path, warmup: int, steps: int, worke
     optimizer = torch.optim.SGD(model.parameters(), lr=0.06)
     model.train()
     done = 0
-    for batch in loader:
-        if done == warmup:
-            sync(device)
-            start = time.perf_counter()
+    start = time.perf_counter()
+    for batch in loader:  # the clock starts when step `warmup - 1` ends: the next batch's loading counts
         x0, x1 = batch[0]
         x0, x1 = x0.to(device), x1.to(device)
         if cl:
@@ -166,6 +164,9 @@ def measure_lightly(cfg: RunConfig, folder: Path, warmup: int, steps: int, worke
         optimizer.zero_grad()
         float(loss.detach())
         done += 1
+        if done == warmup:
+            sync(device)
+            start = time.perf_counter()
         if done == warmup + steps:
             break
     sync(device)

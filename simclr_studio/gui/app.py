@@ -97,7 +97,16 @@ def run_app(path: str | None = None, demo: bool = False) -> int:
     while loader.is_alive():
         app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 20)
         loader.join(0.02)
-    window = build_window(settings)
+    try:
+        window = build_window(settings)
+    except ImportError as exc:  # a broken installation (e.g. PyTorch missing): say so in a window
+        from PySide6.QtWidgets import QMessageBox
+
+        splash.close()
+        QMessageBox.critical(None, "SIMCLR Studio cannot start",
+                             f"A required package could not be loaded:\n\n{exc}\n\nReinstall SIMCLR Studio "
+                             "(pip install simclr-studio) and try again.")
+        return 1
     screen = splash.screen().availableGeometry()
     if window.width() < screen.width() and window.height() < screen.height():
         window.move(screen.center() - window.rect().center())  # where the splash was, not a corner

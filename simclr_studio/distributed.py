@@ -65,13 +65,6 @@ def init_from_env(device_name: str) -> DistContext:
     return DistContext(rank, world, local_rank, backend)
 
 
-def device_for(ctx: DistContext, device_name: str) -> str:
-    """The device string this rank trains on: its own GPU under NCCL, the CPU under gloo."""
-    if not ctx.enabled:
-        return device_name
-    return f"cuda:{ctx.local_rank}" if ctx.backend == "nccl" else "cpu"
-
-
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -45,8 +45,9 @@ PRESETS: dict[str, dict] = {
 TARGETS = {"cpu-quick": {"linear": 0.88, "knn": 0.85}}
 
 
-def write_png_folder(images: np.ndarray, folder: Path) -> Path:
-    """Write images as numbered grayscale PNGs (once; a marker records a complete folder)."""
+def write_png_folder(images: np.ndarray, folder: Path, size: int | None = None) -> Path:
+    """Write images as numbered grayscale PNGs, resized to ``size`` when given (once: a marker
+    records a complete folder)."""
     from PIL import Image
 
     marker = folder / ".complete"
@@ -54,7 +55,10 @@ def write_png_folder(images: np.ndarray, folder: Path) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     for i, image in enumerate(images):
-        Image.fromarray(image, mode="L").save(folder / f"{i:05d}.png", optimize=False, compress_level=1)
+        im = Image.fromarray(image, mode="L")
+        if size is not None and im.size != (size, size):
+            im = im.resize((size, size), Image.BILINEAR)
+        im.save(folder / f"{i:05d}.png", optimize=False, compress_level=1)
     marker.write_text(f"{len(images)}\n")
     return folder
 

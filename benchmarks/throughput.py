@@ -47,7 +47,7 @@ from simclr_studio.train import Trainer  # noqa: E402
 
 def make_folder(n: int, size: int, folder: Path) -> tuple[Path, str]:
     """n grayscale PNGs: Fashion-MNIST when installed (resized to ``size``), else noise."""
-    from PIL import Image
+    from fmnist import write_png_folder
 
     try:
         from simclr_studio.fashion_mnist import load_split
@@ -56,17 +56,7 @@ def make_folder(n: int, size: int, folder: Path) -> tuple[Path, str]:
         images, source = np.resize(images, (n, 28, 28)), "Fashion-MNIST"
     except FileNotFoundError:
         images, source = np.random.default_rng(0).integers(0, 256, (n, size, size), dtype=np.uint8), "random noise"
-    folder = folder / f"{source.split()[0].lower()}-{n}-{size}"
-    marker = folder / ".complete"
-    if not marker.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(images):
-            im = Image.fromarray(image, mode="L")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            im.save(folder / f"{i:05d}.png", compress_level=1)
-        marker.touch()
-    return folder, source
+    return write_png_folder(images, folder / f"{source.split()[0].lower()}-{n}-{size}", size), source
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None):

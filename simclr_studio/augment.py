@@ -48,41 +48,98 @@ def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Te
 
 
 # ---- crop + flip ----------------------------------------------------------------------------
-def random_resized_crop(
-    x: torch.Tensor, size: int, scale, ratio, flip_p: float, g: torch.Generator
-) -> torch.Tensor:
-    """torchvision's RandomResizedCrop (10 tries, then a centre crop) and a horizontal flip, in one grid_sample."""
+MAX_SUPERSAMPLE = 4  # a crop shrunk by more than 4× is averaged over 4×4 samples per output pixel
+
+
+def _sample_boxes(x: torch.Tensor, size: int, cw, ch, cx, cy, flip, valid_h, valid_w) -> torch.Tensor:
+    """Resample the boxes (centre cx, cy and extent cw, ch as fractions of each image's valid region)
+    to size × size, antialiased: a box k times larger than the output is sampled at k·size and
+    area-averaged (bilinear grid_sample alone would alias, which would act as a sharpening
+    augmentation nobody asked for). Images are grouped by k, so small images take one plain pass."""
+    b, c, h, w = x.shape
+    fx, fy = valid_w / w, valid_h / h  # the valid region as a fraction of the stored tensor
+    theta = torch.zeros((b, 2, 3), device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = cw * fx * flip
+    theta[:, 0, 2] = 2 * cx * fx - 1
+    theta[:, 1, 1] = ch * fy
+    theta[:, 1, 2] = 2 * cy * fy - 1
+    shrink = torch.maximum(cw * valid_w, ch * valid_h) / size
+    k = shrink.ceil().clamp(1, MAX_SUPERSAMPLE).to(torch.long)
+    levels = torch.unique(k).tolist()
+    if len(levels) == 1:  # one pass for the whole batch (always the case for small images)
+        level = int(levels[0])
+        grid = F.affine_grid(theta, (b, c, size * level, size * level), align_corners=False)
+        out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        return F.avg_pool2d(out, level) if level > 1 else out
+    out = x.new_empty((b, c, size, size))
+    for level in levels:
+        sel = (k == level).nonzero().squeeze(1)
+        grid = F.affine_grid(theta[sel], (len(sel), c, size * level, size * level), align_corners=False)
+        part = F.grid_sample(x[sel], grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out[sel] = F.avg_pool2d(part, level) if level > 1 else part
+    return out
+
+
+def _valid_sizes(x: torch.Tensor, extents: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image (height, width) in pixels of the part of the tensor that holds the image."""
     b, _, h, w = x.shape
+    if extents is None:
+        return (torch.full((b,), float(h), device=x.device), torch.full((b,), float(w), device=x.device))
+    ext = extents.to(x.device, torch.float32)
+    return ext[:, 0], ext[:, 1]
+
+
+def random_resized_crop(
+    x: torch.Tensor, size: int, scale, ratio, flip_p: float, g: torch.Generator,
+    extents: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """torchvision's RandomResizedCrop (10 tries, then a centre crop) and a horizontal flip, batched.
+
+    ``extents`` [B, 2] (height, width) says which top-left part of each stored image is the image
+    (the cache keeps whole images of several aspect ratios in one tensor); None: all of it.
+    """
+    b = x.shape[0]
     dev = x.device
+    vh, vw = _valid_sizes(x, extents)
     tries = 10
     area = torch.rand((b, tries), generator=g, device=dev) * (scale[1] - scale[0]) + scale[0]
     aspect = _log_uniform(g, (b, tries), ratio[0], ratio[1], dev)
-    cw = torch.sqrt(area * aspect * h / w)  # crop width as a fraction of the image width
-    ch = torch.sqrt(area / aspect * w / h)
+    in_ratio = (vw / vh).unsqueeze(1)
+    cw = torch.sqrt(area * aspect / in_ratio)  # crop width as a fraction of the image width
+    ch = torch.sqrt(area / aspect * in_ratio)
     ok = (cw <= 1) & (ch <= 1)
     first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((b,), -1, device=dev))
     idx = first.clamp(min=0).unsqueeze(1)
     cw = cw.gather(1, idx).squeeze(1)
     ch = ch.gather(1, idx).squeeze(1)
     # Fallback as torchvision: the whole image cropped to the nearest allowed aspect ratio.
-    in_ratio = w / h
-    fb_w = min(1.0, ratio[1] / in_ratio) if in_ratio > ratio[1] else 1.0
-    fb_h = min(1.0, in_ratio / ratio[0]) if in_ratio < ratio[0] else 1.0
+    r = in_ratio.squeeze(1)
+    fb_w = torch.where(r > ratio[1], (ratio[1] / r).clamp(max=1.0), torch.ones_like(r))
+    fb_h = torch.where(r < ratio[0], (r / ratio[0]).clamp(max=1.0), torch.ones_like(r))
     failed = first < 0
-    cw = torch.where(failed, torch.full_like(cw, fb_w), cw)
-    ch = torch.where(failed, torch.full_like(ch, fb_h), ch)
+    cw = torch.where(failed, fb_w, cw)
+    ch = torch.where(failed, fb_h, ch)
     cx = torch.rand(b, generator=g, device=dev) * (1 - cw) + cw / 2
     cy = torch.rand(b, generator=g, device=dev) * (1 - ch) + ch / 2
     cx = torch.where(failed, torch.full_like(cx, 0.5), cx)
     cy = torch.where(failed, torch.full_like(cy, 0.5), cy)
     flip = torch.where(_coin(g, b, flip_p, dev), -1.0, 1.0)
-    theta = torch.zeros((b, 2, 3), device=dev, dtype=x.dtype)
-    theta[:, 0, 0] = cw * flip
-    theta[:, 0, 2] = 2 * cx - 1
-    theta[:, 1, 1] = ch
-    theta[:, 1, 2] = 2 * cy - 1
-    grid = F.affine_grid(theta, (b, 3, size, size), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return _sample_boxes(x, size, cw.to(x.dtype), ch.to(x.dtype), cx.to(x.dtype), cy.to(x.dtype), flip.to(x.dtype),
+                         vh.to(x.dtype), vw.to(x.dtype))
+
+
+def centre_view(x: torch.Tensor, size: int, extents: torch.Tensor | None = None) -> torch.Tensor:
+    """The evaluation view: the centre square of each image resized to size × size (antialiased),
+    float in [0, 1]. What ``data.decode_image(path, size)`` gives, from a cached batch."""
+    if x.dtype == torch.uint8:
+        x = x.float().div_(255)
+    b = x.shape[0]
+    vh, vw = _valid_sizes(x, extents)
+    side = torch.minimum(vh, vw)
+    half = torch.full((b,), 0.5, device=x.device)
+    out = _sample_boxes(x, size, (side / vw).to(x.dtype), (side / vh).to(x.dtype), half.to(x.dtype),
+                        half.to(x.dtype), torch.ones_like(half).to(x.dtype), vh.to(x.dtype), vw.to(x.dtype))
+    return out.clamp_(0, 1)
 
 
 # ---- colour ---------------------------------------------------------------------------------
@@ -241,11 +298,13 @@ def random_blend(x: torch.Tensor, p: float, alpha_range, source: str, g: torch.G
 
 
 # ---- the pipeline ---------------------------------------------------------------------------
-def augment(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator) -> torch.Tensor:
-    """One augmented view of every image. ``x`` uint8 or float in [0, 1], on the generator's device."""
+def augment(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator,
+            extents: torch.Tensor | None = None) -> torch.Tensor:
+    """One augmented view of every image. ``x`` uint8 or float in [0, 1], on the generator's device;
+    ``extents``: see ``random_resized_crop``."""
     if x.dtype == torch.uint8:
         x = x.float().div_(255)
-    x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g)
+    x = random_resized_crop(x, size, cfg.crop_scale, cfg.crop_ratio, cfg.flip_p, g, extents)
     x = color_jitter(x, cfg.jitter_p, cfg.jitter_strength, g)
     x = random_grayscale(x, cfg.grayscale_p, g)
     if cfg.blur_p > 0:
@@ -257,9 +316,10 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator) 
     return x.clamp_(0, 1)
 
 
-def make_views(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def make_views(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator,
+               extents: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Two independently augmented views of every image."""
-    return augment(x, cfg, size, g), augment(x, cfg, size, g)
+    return augment(x, cfg, size, g, extents), augment(x, cfg, size, g, extents)
 
 
 def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:

@@ -17,6 +17,7 @@ from simclr_studio import __version__
 
 EXIT_USAGE = 2
 EXIT_FAILED = 1
+DEMO_MINUTES = 2.0  # `train --demo` without --epochs: a two-minute run of the default recipe
 
 
 class CliError(Exception):
@@ -34,25 +35,50 @@ def demo_folder() -> Path:
 
 
 # ---- train ----------------------------------------------------------------------------------
-def _train_config(args):
+def _train_config(args, data_dir: str):
+    """The run's config: a saved config file, or the default recipe for this folder and machine;
+    then the flags given on the command line, which always win."""
     from simclr_studio.config import AugmentConfig, RunConfig
 
+    explicit = {k: getattr(args, k) for k in ("epochs", "batch_size", "backbone", "device", "seed", "optimizer",
+                                              "lr", "temperature", "num_workers", "weights", "minutes", "image_size")
+                if getattr(args, k) is not None}
     if args.config:
         cfg = RunConfig.load(args.config)
+        keep_augment = "augment" in json.loads(Path(args.config).read_text())
     else:
-        cfg = RunConfig()
-    overrides = {k: getattr(args, k) for k in ("epochs", "batch_size", "backbone", "device", "seed", "optimizer",
-                                              "lr", "temperature", "num_workers", "weights") if getattr(args, k) is not None}
-    image_size_given = args.image_size is not None
-    if image_size_given:
-        overrides["image_size"] = args.image_size
-    for key, value in overrides.items():
+        cfg = _recipe(args, data_dir)
+        keep_augment = False
+    if args.epochs is not None and args.minutes is None:
+        cfg.minutes = None  # --epochs alone: a run of that many epochs, not the recipe's time budget
+    for key, value in explicit.items():
         setattr(cfg, key, value)
-    if image_size_given and not (args.config and "augment" in json.loads(Path(args.config).read_text())):
-        cfg.augment = AugmentConfig.for_image_size(cfg.image_size)
+    if args.image_size is not None and not keep_augment:
+        cfg.augment = AugmentConfig.for_image_size(cfg.image_size, crop_scale=cfg.augment.crop_scale,
+                                                   grayscale_p=cfg.augment.grayscale_p)
     if args.mask is not None:
         cfg.augment.mask_p = args.mask
     return cfg
+
+
+def _recipe(args, data_dir: str):
+    """The default recipe for the folder (a quick count and a few headers) on the chosen device."""
+    from simclr_studio.data import looks_grayscale, scan_folder, typical_side
+    from simclr_studio.device import resolve_device
+    from simclr_studio.recipe import FolderFacts, suggest
+
+    scan = scan_folder(data_dir, check_headers=False)
+    if len(scan) == 0:
+        raise CliError(f"no images found in {data_dir}")
+    facts = FolderFacts(len(scan), typical_side(scan.paths), looks_grayscale(scan.paths))
+    device_type = resolve_device(args.device or "auto").type
+    minutes = args.minutes if args.minutes is not None else (DEMO_MINUTES if args.demo and args.epochs is None else None)
+    recipe = suggest(facts, device_type, minutes, image_size=args.image_size)
+    # Printed when training starts, so that a bad input's error stays one line.
+    args.recipe_lines = [f"default recipe for {facts.n_images} images (typical side {facts.typical_side} px"
+                         + (", grayscale" if facts.grayscale else "") + f") on {device_type}:"]
+    args.recipe_lines += [f"  {why}" for why in recipe.reasons.values()]
+    return recipe.config
 
 
 def cmd_train(args) -> int:
@@ -115,8 +141,8 @@ def _launch_torchrun(nproc: int, argv: list[str]) -> int:
 
 def _train(args, ctx) -> int:
     from simclr_studio.config import RunConfig
-    from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, PrepareProgress,
-                                      RunFinished, RunStarted, StepEvent)
+    from simclr_studio.events import (BaselineEvent, CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent,
+                                      PlanEvent, PrepareProgress, RunFinished, RunStarted, StepEvent)
     from simclr_studio.train import CONFIG_FILE, Trainer, last_checkpoint
 
     main_rank = ctx.rank == 0
@@ -127,9 +153,10 @@ def _train(args, ctx) -> int:
         cfg = RunConfig.load(out / CONFIG_FILE)
         if args.epochs is not None:
             cfg.epochs = args.epochs  # extending a finished run is allowed
+            cfg.minutes = None
         if args.device is not None:
             cfg.device = args.device  # where it runs is not part of what it learns
-        ignored = [flag for flag, key in (("--batch-size", "batch_size"), ("--backbone", "backbone"),
+        ignored = [flag for flag, key in (("--batch-size", "batch_size"), ("--backbone", "backbone"), ("--minutes", "minutes"),
                                           ("--image-size", "image_size"), ("--optimizer", "optimizer"), ("--lr", "lr"),
                                           ("--temperature", "temperature"), ("--seed", "seed"), ("--config", "config"),
                                           ("--weights", "weights"), ("--mask", "mask"))
@@ -145,17 +172,8 @@ def _train(args, ctx) -> int:
             raise CliError(f"data folder not found: {data_dir}")
         if last_checkpoint(out).exists():
             raise CliError(f"{out} already holds a run; use --resume to continue it or choose another --out")
-        cfg = _train_config(args)
+        cfg = _train_config(args, data_dir)
         cfg.data_dir = str(Path(data_dir).resolve())
-        if args.demo and args.epochs is None and not args.config:
-            cfg.epochs = 10
-        if args.demo and args.batch_size is None and not args.config:
-            cfg.batch_size = 128
-        if args.demo and args.image_size is None and not args.config:
-            from simclr_studio.config import AugmentConfig
-
-            cfg.image_size = 28
-            cfg.augment = AugmentConfig.for_image_size(28)
     cfg.validate()
     if ctx.enabled:
         from simclr_studio.distributed import init_from_env
@@ -169,6 +187,7 @@ def _train(args, ctx) -> int:
     bar = None
     quiet = args.quiet or not main_rank  # one progress display, from rank 0
     status = {"error": None}
+    baseline: list[float] = []  # raw pixels' kNN, printed beside every epoch's
 
     def on_event(event):
         nonlocal bar
@@ -182,12 +201,16 @@ def _train(args, ctx) -> int:
         elif isinstance(event, RunStarted):
             if bar is not None:
                 bar.close()
+            for line in [] if quiet else getattr(args, "recipe_lines", []):
+                print(line, file=sys.stderr)
             print(f"training {event.backbone} on {event.device}: {event.n_images} images, "
                   f"{event.steps_per_epoch} steps/epoch, {'RAM cache' if event.cached else 'streaming'}"
                   + (f", resuming at step {event.start_global_step}" if event.start_global_step else ""), file=sys.stderr)
             bar = None if quiet else tqdm(total=event.total_steps, initial=event.start_global_step, desc="train",
                                           unit="step", file=sys.stderr, dynamic_ncols=True)
         elif isinstance(event, StepEvent) and bar is not None:
+            if bar.total != event.total_steps:  # a time budget has (re)planned the run's length
+                bar.total = event.total_steps
             bar.update(event.global_step - bar.n)
             bar.set_postfix(epoch=event.epoch + 1, loss=f"{event.loss:.4f}", lr=f"{event.lr:.3g}",
                             img_s=f"{event.images_per_s:.0f}", refresh=False)
@@ -195,8 +218,21 @@ def _train(args, ctx) -> int:
             msg = f"epoch {event.epoch + 1}: loss {event.loss:.4f}, {event.seconds:.1f}s, {event.images_per_s:.0f} img/s"
             (bar.write if bar is not None else print)(msg)
         elif isinstance(event, EvalEvent):
-            msg = f"epoch {event.epoch + 1}: kNN accuracy {event.knn_accuracy:.4f} (leave-one-out, {event.n_images} images)"
+            msg = (f"epoch {event.epoch + 1}: kNN accuracy {event.knn_accuracy:.4f} (leave-one-out, k={event.k}, "
+                   f"{event.n_images} images)" + (f"; raw pixels {baseline[0]:.4f}" if baseline else ""))
             (bar.write if bar is not None else print)(msg)
+        elif isinstance(event, BaselineEvent):
+            baseline[:] = [event.knn_accuracy]
+            msg = (f"baseline: {event.features} kNN accuracy {event.knn_accuracy:.4f} "
+                   f"(leave-one-out, k={event.k}, {event.n_images} images)")
+            (bar.write if bar is not None else print)(msg)
+        elif isinstance(event, PlanEvent):
+            if bar is not None:
+                bar.total = event.total_steps
+            if not quiet:
+                msg = (f"time budget {event.budget_s / 60:g} min: {event.total_steps:,} steps at "
+                       f"{event.seconds_per_step:.3f} s/step, warm-up {event.warmup_steps:,}")
+                (bar.write if bar is not None else print)(msg)
         elif isinstance(event, CheckpointEvent) and event.reason == "stop":
             print(f"checkpoint saved: {event.path}", file=sys.stderr)
         elif isinstance(event, LogEvent) and not quiet:
@@ -400,13 +436,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--demo", action="store_true", help="train on the bundled demo images")
     t.add_argument("--config", metavar="FILE.json", help="a saved config.json to start from")
     t.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
-    t.add_argument("--epochs", type=int)
+    t.add_argument("--minutes", type=float, metavar="M",
+                   help="train for M minutes: the run measures its speed and lays its schedule over the time")
+    t.add_argument("--epochs", type=int, help="train for this many epochs instead of a time budget")
     t.add_argument("--batch-size", type=int, dest="batch_size")
     t.add_argument("--backbone", help=f"{', '.join(BACKBONES)} or auto (resnet18 on a GPU, small-cnn on a CPU)")
     t.add_argument("--image-size", type=int, dest="image_size")
     t.add_argument("--device", type=device_name, metavar="DEVICE", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps")
     t.add_argument("--optimizer", choices=OPTIMIZERS)
-    t.add_argument("--lr", type=float, help="peak learning rate (default: base × batch / 256)")
+    t.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's, see the README)")
     t.add_argument("--temperature", type=float)
     t.add_argument("--weights", metavar="FILE", help="initialise the backbone from a local weights file")
     t.add_argument("--mask", type=float, metavar="P", help="probability of the mask-box augmentation")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,7 @@ class RunConfig:
     proj_hidden_dim: int | None = None  # None: the backbone's feature dimension (paper)
     proj_out_dim: int = 128
     epochs: int = 100
+    minutes: float | None = None  # a time budget: the schedule is laid over it and ``epochs`` is ignored
     batch_size: int = 256
     optimizer: str = "lars"
     lr: float | None = None  # None: BASE_LR[optimizer] × batch / 256
@@ -141,23 +143,12 @@ class RunConfig:
             self.augment = AugmentConfig.for_image_size(self.image_size)
 
     @classmethod
-    def suggested(cls, n_images: int, typical_side: int, device_type: str) -> "RunConfig":
-        """Sensible defaults for a folder: small images stay small; a CPU gets the small CNN and fewer epochs."""
-        gpu = device_type in ("cuda", "mps")
-        if typical_side <= 40:
-            size = 32 if typical_side > 28 else 28
-        elif typical_side <= 80:
-            size = 64
-        else:
-            size = 224 if gpu else 96
-        batch = 256 if gpu else 128
-        while batch > 8 and batch > n_images // 4:
-            batch //= 2  # keep at least a few steps per epoch on small folders
-        steps_per_epoch = max(1, n_images // batch)
-        target_steps = 20_000 if gpu else 2_000
-        epochs = int(min(800 if gpu else 200, max(10, round(target_steps / steps_per_epoch))))
-        return cls(backbone="resnet18" if gpu else "small-cnn", image_size=size, batch_size=batch, epochs=epochs,
-                   optimizer="lars")
+    def suggested(cls, n_images: int, typical_side: int, device_type: str, grayscale: bool = False,
+                  minutes: float | None = None) -> "RunConfig":
+        """The default recipe for a folder (see ``simclr_studio.recipe``)."""
+        from simclr_studio.recipe import FolderFacts, suggest
+
+        return suggest(FolderFacts(n_images, typical_side, grayscale), device_type, minutes).config
 
     # ---- derived values -------------------------------------------------------------------
     def resolved_small_stem(self) -> bool:
@@ -189,6 +180,8 @@ class RunConfig:
             raise ConfigError(f"batch_size must be at least 2 (each image needs negatives), got {self.batch_size}")
         if self.epochs < 1:
             raise ConfigError(f"epochs must be at least 1, got {self.epochs}")
+        if self.minutes is not None and not (math.isfinite(self.minutes) and self.minutes > 0):
+            raise ConfigError(f"minutes must be a positive number, got {self.minutes}")
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be positive, got {self.temperature}")
         if self.warmup_epochs is not None and self.warmup_epochs < 0:

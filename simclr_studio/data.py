@@ -205,8 +205,9 @@ def _to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB") if im.mode != "RGB" else im
 
 
-def decode_image(path: str | Path, size: int | None) -> np.ndarray:
-    """Decode to uint8 RGB [H, W, 3]; with ``size``, shorter side resized to ``size`` and centre-cropped square.
+def decode_image(path: str | Path, size: int | None, short_side: int | None = None) -> np.ndarray:
+    """Decode to uint8 RGB [H, W, 3]; with ``size``, shorter side resized to ``size`` and centre-cropped square;
+    with ``short_side``, the whole image with its shorter side at ``short_side`` (longer side cut to 4:3).
 
     Raises ``DataError`` with a short reason when the file cannot be decoded.
     """
@@ -218,8 +219,9 @@ def decode_image(path: str | Path, size: int | None) -> np.ndarray:
                 # through the process-wide warnings filters, which threads (decode_all) may race on.
                 if im.size[0] * im.size[1] > MAX_IMAGE_PIXELS:
                     raise DataError(f"image too large ({im.size[0]}×{im.size[1]} pixels)")
-                if size is not None and im.format == "JPEG":
-                    im.draft("RGB", (size, size))  # let libjpeg downscale while decoding: much faster
+                target = size or short_side
+                if target is not None and im.format == "JPEG":
+                    im.draft("RGB", (target, target))  # let libjpeg downscale while decoding: much faster
                 im.seek(0)
                 im = ImageOps.exif_transpose(im)
                 im = _to_rgb(im)
@@ -228,6 +230,13 @@ def decode_image(path: str | Path, size: int | None) -> np.ndarray:
                     side = min(w, h)  # centre square of the shorter side, resized in one pass
                     box = ((w - side) / 2, (h - side) / 2, (w + side) / 2, (h + side) / 2)
                     im = im.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+                elif short_side is not None:
+                    w, h = im.size
+                    keep_w, keep_h = min(w, h * MAX_CACHE_ASPECT), min(h, w * MAX_CACHE_ASPECT)
+                    box = ((w - keep_w) / 2, (h - keep_h) / 2, (w + keep_w) / 2, (h + keep_h) / 2)
+                    scale = short_side / min(keep_w, keep_h)
+                    out = (max(1, round(keep_w * scale)), max(1, round(keep_h * scale)))
+                    im = im.resize(out, Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
                 return np.asarray(im, dtype=np.uint8).copy()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise DataError("image too large (decompression bomb limit)") from None
@@ -239,6 +248,81 @@ def decode_image(path: str | Path, size: int | None) -> np.ndarray:
         raise DataError(f"cannot decode ({str(exc) or type(exc).__name__})") from None
     except Exception as exc:  # PIL raises assorted errors (struct.error, IndexError, ...) on hostile data
         raise DataError(f"cannot decode ({type(exc).__name__}: {exc})") from None
+
+
+# Whole images are cached with the shorter side at CACHE_SCALE × the training size, so a random crop
+# of a large photo is cut from real pixels, not upsampled from a shrunk centre square (README: "Crops").
+CACHE_SCALE = 1.5
+MAX_CACHE_ASPECT = 4 / 3  # longer sides are cut to this aspect (the widest crop's), centred
+
+
+@dataclass(frozen=True)
+class CacheLayout:
+    """How training images are held. ``whole=False``: centre squares at ``side`` (images no larger than
+    the training size: nothing to gain). ``whole=True``: each whole image (aspect up to 4:3) with its
+    shorter side at ``side``, in the top-left of a ``stored`` × ``stored`` tensor, its (h, w) in extents."""
+
+    side: int
+    stored: int
+    whole: bool
+
+    def bytes_per_image(self) -> int:
+        return 3 * self.stored * self.stored
+
+
+def plan_cache_layout(image_size: int, typical_side: int, budget_bytes: float | None = None,
+                      n_images: int = 0, scale: float = CACHE_SCALE) -> CacheLayout:
+    """The largest layout up to ``scale`` × ``image_size`` (never above the images' typical side) that
+    fits ``budget_bytes`` for ``n_images``; the plain training-size layout when none does."""
+    plain = CacheLayout(image_size, image_size, False)
+    if typical_side <= image_size:
+        return plain
+    side = min(int(round(scale * image_size)), typical_side)
+    while side > image_size:
+        layout = CacheLayout(side, int(np.ceil(side * MAX_CACHE_ASPECT)), True)
+        if budget_bytes is None or n_images * layout.bytes_per_image() <= budget_bytes:
+            return layout
+        side = max(image_size, int(side * 0.9))
+    return plain
+
+
+def decode_whole(path: str | Path, layout: CacheLayout) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode for a whole-image layout: uint8 [stored, stored, 3] with the image in the top-left and
+    its (height, width); the shorter side is ``layout.side``, a longer side beyond 4:3 is cut centred."""
+    image = decode_image(path, None, short_side=layout.side)
+    h, w = image.shape[:2]
+    out = np.zeros((layout.stored, layout.stored, 3), dtype=np.uint8)
+    out[:h, :w] = image
+    return out, (h, w)
+
+
+def typical_side(paths: Sequence[str], sample: int = 16) -> int:
+    """The median shorter side of a few images (header reads only)."""
+    sides = []
+    step = max(1, len(paths) // sample)
+    for path in list(paths)[::step][:sample]:
+        try:
+            with Image.open(path) as im:
+                sides.append(min(im.size))
+        except Exception:  # a bad file is the scan's business, not this estimate's
+            continue
+    return int(sorted(sides)[len(sides) // 2]) if sides else 64
+
+
+def looks_grayscale(paths: Sequence[str], sample: int = 16) -> bool:
+    """True when a sample of the images is all grey (R = G = B): colour jitter's saturation and hue
+    and random grayscale do nothing there."""
+    step = max(1, len(paths) // sample)
+    seen = 0
+    for path in list(paths)[::step][:sample]:
+        try:
+            image = decode_image(path, 32)
+        except DataError:
+            continue
+        seen += 1
+        if np.ptp(image, axis=2).any():
+            return False
+    return seen > 0
 
 
 def to_chw_tensor(array: np.ndarray) -> torch.Tensor:
@@ -256,20 +340,36 @@ def decode_all(
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[torch.Tensor, dict[int, str]]:
-    """Decode every path into one uint8 tensor [N, 3, size, size]; failures come back as {index: reason}.
+    """Decode every path into one uint8 tensor [N, 3, size, size] (centre squares); failures come back
+    as {index: reason}. Rows of failed images are left zero; callers drop them."""
+    pixels, _, failures = decode_cache(paths, CacheLayout(size, size, False), threads, progress, should_stop)
+    return pixels, failures
 
-    Rows of failed images are left zero; callers drop them. PIL releases the GIL while decoding,
-    so a thread pool scales with cores.
-    """
+
+def decode_cache(
+    paths: Sequence[str],
+    layout: CacheLayout,
+    threads: int = 0,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, str]]:
+    """Decode every path in ``layout``: (uint8 pixels [N, 3, stored, stored], int16 extents [N, 2] of a
+    whole-image layout or None, {index: reason} of failures). PIL releases the GIL while decoding,
+    so a thread pool scales with cores."""
     # A numpy buffer: the pool's threads must not call into PyTorch, or each would start its own
     # OpenMP thread team, and those teams linger and compete with training for the cores.
-    out = np.zeros((len(paths), 3, size, size), dtype=np.uint8)
+    out = np.zeros((len(paths), 3, layout.stored, layout.stored), dtype=np.uint8)
+    extents = np.zeros((len(paths), 2), dtype=np.int16) if layout.whole else None
     failures: dict[int, str] = {}
     threads = threads or min(8, os.cpu_count() or 1)
 
     def work(i: int) -> None:
         try:
-            out[i] = decode_image(paths[i], size).transpose(2, 0, 1)
+            if extents is None:
+                out[i] = decode_image(paths[i], layout.side).transpose(2, 0, 1)
+            else:
+                image, extents[i] = decode_whole(paths[i], layout)
+                out[i] = image.transpose(2, 0, 1)
         except DataError as exc:
             failures[i] = str(exc)
 
@@ -281,7 +381,7 @@ def decode_all(
             list(pool.map(work, range(start, min(start + chunk, len(paths)))))
             if progress is not None:
                 progress(min(start + chunk, len(paths)), len(paths))
-    return torch.from_numpy(out), failures
+    return torch.from_numpy(out), (torch.from_numpy(extents) if extents is not None else None), failures
 
 
 def without_failures(images: torch.Tensor, failures: dict[int, str]) -> torch.Tensor:
@@ -293,23 +393,33 @@ def without_failures(images: torch.Tensor, failures: dict[int, str]) -> torch.Te
 
 
 class ImageFileDataset(torch.utils.data.Dataset):
-    """Decodes one file per item (the streaming path, for folders too large to cache in RAM)."""
+    """Decodes one file per item (the streaming path, for folders too large to cache in RAM).
 
-    def __init__(self, paths: Sequence[str], size: int):
+    Items are (pixels, extents, index); extents is (h, w) of a whole-image layout, else the stored side twice.
+    """
+
+    def __init__(self, paths: Sequence[str], size: int, layout: CacheLayout | None = None):
         self.paths = list(paths)
         self.size = size
+        self.layout = layout or CacheLayout(size, size, False)
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        layout = self.layout
         try:
-            return to_chw_tensor(decode_image(self.paths[index], self.size)), index
+            if layout.whole:
+                image, hw = decode_whole(self.paths[index], layout)
+                return to_chw_tensor(image), torch.tensor(hw, dtype=torch.int16), index
+            image = decode_image(self.paths[index], layout.side)
+            return to_chw_tensor(image), torch.tensor((layout.stored, layout.stored), dtype=torch.int16), index
         except DataError as exc:
             # A file that passed the header check but fails to decode: use a grey image and
             # flag it with index -1 so the trainer can report it; training keeps going.
             warnings.warn(f"skipping {self.paths[index]}: {exc}")
-            return torch.full((3, self.size, self.size), 128, dtype=torch.uint8), -1
+            grey = torch.full((3, layout.stored, layout.stored), 128, dtype=torch.uint8)
+            return grey, torch.tensor((layout.stored, layout.stored), dtype=torch.int16), -1
 
 
 def _ignore_sigint(worker_id: int) -> None:
@@ -328,7 +438,8 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 class BatchSource:
-    """Yields uint8 image batches [B, 3, S, S] for training, from a RAM cache or from files.
+    """Yields uint8 image batches [B, 3, S, S] for training, from a RAM cache or from files, and with
+    ``batches_with_extents`` the (pixels, extents) pairs of a whole-image layout (``CacheLayout``).
 
     Every rank takes a strided share of the same epoch permutation (like DistributedSampler),
     and the last incomplete batch is dropped (every step sees a full batch of negatives).
@@ -345,8 +456,12 @@ class BatchSource:
         rank: int = 0,
         world_size: int = 1,
         pin_memory: bool = False,
+        layout: CacheLayout | None = None,
+        extents: torch.Tensor | None = None,
     ):
         self.paths = list(paths)
+        self.layout = layout or CacheLayout(size, size, False)
+        self.extents = extents  # of the cached images, for a whole-image layout
         self.size = size
         self.batch_size = batch_size
         self.seed = seed
@@ -388,14 +503,21 @@ class BatchSource:
         return perm[self.rank :: self.world_size][:per_rank]
 
     def batches(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
+        for pixels, _ in self.batches_with_extents(epoch, start_step):
+            yield pixels
+
+    def batches_with_extents(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(pixels, extents) per step; extents is None unless the layout keeps whole images."""
         order = self.indices(epoch)[: self.steps_per_epoch * self.batch_size]
         order = order[start_step * self.batch_size :]
+        whole = self.layout.whole
         if self.cache is not None:
             for start in range(0, len(order), self.batch_size):
-                yield self.cache.index_select(0, order[start : start + self.batch_size])
+                rows = order[start : start + self.batch_size]
+                yield self.cache.index_select(0, rows), (self.extents.index_select(0, rows) if whole else None)
             return
         loader = torch.utils.data.DataLoader(
-            ImageFileDataset(self.paths, self.size),
+            ImageFileDataset(self.paths, self.size, self.layout),
             batch_size=self.batch_size,
             sampler=order.tolist(),
             num_workers=self.num_workers,
@@ -404,9 +526,9 @@ class BatchSource:
             persistent_workers=False,
             drop_last=True,
         )
-        for images, index in loader:
+        for images, extents, index in loader:
             self.decode_failures += int((index < 0).sum())
-            yield images
+            yield images, (extents if whole else None)
 
 
 def fits_in_ram(n_images: int, size: int, budget_gb: float) -> bool:

@@ -137,6 +137,12 @@ class StepAgreement:
         dist.all_reduce(t)
         return float(t) / dist.get_world_size()
 
+    def broadcast_ints(self, *values: int) -> tuple[int, ...]:
+        """Rank 0's values on every rank (e.g. a time budget's plan, made from rank 0's clock)."""
+        t = torch.tensor(values, dtype=torch.int64, device=self.device)
+        dist.broadcast(t, src=0)
+        return tuple(int(v) for v in t.tolist())
+
 
 def torchrun_command(nproc: int, argv: list[str]) -> list[str]:
     """``python -m torch.distributed.run --standalone --nproc_per_node K -m simclr_studio ARGV``.

@@ -91,6 +91,43 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, num_c
     return float((preds == np.asarray(test_labels)).mean())
 
 
+ONLINE_KNN_MAX_IMAGES = 10_000  # the online kNN (and its baseline) use at most this many images
+
+
+def knn_sample(labels, max_images: int = ONLINE_KNN_MAX_IMAGES, seed: int = 0) -> np.ndarray:
+    """Sorted indices of up to ``max_images`` labelled samples (label >= 0), class-balanced: every class
+    gets an equal share, and the share a small class cannot fill goes to the others."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    by_class = [rng.permutation(np.flatnonzero(labels == c)) for c in np.unique(labels[labels >= 0])]
+    if sum(len(idx) for idx in by_class) <= max_images:
+        return np.sort(np.concatenate(by_class)) if by_class else np.zeros(0, dtype=np.int64)
+    chosen: list[np.ndarray] = []
+    left, pending = max_images, sorted(by_class, key=len)
+    while pending:
+        share = left // len(pending)
+        idx = pending.pop(0)
+        take = idx[: min(len(idx), share)] if pending else idx[:left]
+        chosen.append(take)
+        left -= len(take)
+    return np.sort(np.concatenate(chosen))
+
+
+def leave_one_out_knn(features, labels, num_classes: int, k_max: int = 200) -> tuple[float, int]:
+    """(accuracy, k) of weighted kNN where every sample is classified by all the others:
+    k = min(k_max, bank size − 1), cosine similarity, τ = 0.1."""
+    labels = np.asarray(labels)
+    k = int(min(k_max, len(labels) - 1))
+    if k < 1:
+        raise ValueError("kNN needs at least two samples")
+    return knn_accuracy(features, labels, features, labels, num_classes, k=k, leave_one_out=True), k
+
+
+def raw_pixel_features(images: torch.Tensor) -> np.ndarray:
+    """uint8 images [N, C, H, W] as flat float vectors in [0, 1]: the baseline every encoder must beat."""
+    return images.reshape(images.shape[0], -1).float().div_(255).numpy()
+
+
 def linear_probe_accuracy(train_features, train_labels, test_features, test_labels, max_iter: int = 1000,
                           c: float = 1.0, seed: int = 0) -> float:
     """Logistic regression on standardised frozen features; top-1 accuracy on the test features."""

@@ -75,10 +75,36 @@ class EpochEvent(Event):
 
 @dataclass
 class EvalEvent(Event):
+    """Online weighted kNN (cosine, τ=0.1, leave-one-out) of the encoder on unaugmented images."""
+
     kind: ClassVar[str] = "eval"
     epoch: int
     knn_accuracy: float
     n_images: int
+    k: int = 0  # neighbours that voted (0 in logs written before k was recorded)
+
+
+@dataclass
+class BaselineEvent(Event):
+    """The same kNN protocol as EvalEvent on features that need no training (raw pixels), measured
+    once at the start of a labelled run so every later kNN number has its baseline beside it."""
+
+    kind: ClassVar[str] = "baseline"
+    features: str  # "raw pixels"
+    knn_accuracy: float
+    n_images: int
+    k: int
+
+
+@dataclass
+class PlanEvent(Event):
+    """A time-budgeted run has measured its speed and laid its schedule over the budget."""
+
+    kind: ClassVar[str] = "plan"
+    total_steps: int
+    warmup_steps: int
+    seconds_per_step: float
+    budget_s: float
 
 
 @dataclass
@@ -119,8 +145,8 @@ class RunFinished(Event):
 
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
-    for cls in (RunStarted, PrepareProgress, StepEvent, EpochEvent, EvalEvent, CheckpointEvent,
-                StateEvent, LogEvent, ErrorEvent, RunFinished)
+    for cls in (RunStarted, PrepareProgress, StepEvent, EpochEvent, EvalEvent, BaselineEvent, PlanEvent,
+                CheckpointEvent, StateEvent, LogEvent, ErrorEvent, RunFinished)
 }
 
 EventCallback = Callable[[Event], None]

@@ -18,15 +18,17 @@ from typing import Callable
 import numpy as np
 import torch
 
-from simclr_studio.augment import make_views, normalize, step_generator
+from simclr_studio.augment import centre_view, make_views, normalize, step_generator
+from simclr_studio.budget import CALIBRATION_STEPS, TimeBudget
 from simclr_studio.checkpoint import CheckpointError, atomic_copy, atomic_torch_save, load_training_checkpoint
 from simclr_studio.config import ConfigError, RunConfig
-from simclr_studio.data import (BatchSource, DataError, ScanResult, decode_all, fits_in_ram, scan_folder,
-                                without_failures)
+from simclr_studio.data import (BatchSource, DataError, ScanResult, decode_cache, plan_cache_layout, scan_folder,
+                                typical_side, without_failures)
 from simclr_studio.device import amp_dtype, describe, resolve_device
-from simclr_studio.evaluate import extract_features, iter_batches, knn_accuracy
-from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, Event, EventLog, LogEvent,
-                                  PrepareProgress, RunFinished, RunStarted, StateEvent, StepEvent, EVENTS_FILE)
+from simclr_studio.evaluate import extract_features, iter_batches, knn_sample, leave_one_out_knn, raw_pixel_features
+from simclr_studio.events import (BaselineEvent, CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, Event, EventLog,
+                                  LogEvent, PlanEvent, PrepareProgress, RunFinished, RunStarted, StateEvent, StepEvent,
+                                  EVENTS_FILE)
 from simclr_studio.loss import nt_xent
 from simclr_studio.model import SimCLRModel, build_model
 from simclr_studio.optim import build_optimizer, lr_at, set_lr
@@ -35,7 +37,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 CONFIG_FILE = "config.json"
 CHECKPOINT_FORMAT = "simclr-studio-checkpoint"
-EVAL_MAX_IMAGES = 10_000  # online kNN on at most this many images, so evaluation stays cheap
+BASELINE_MAX_SIDE = 64  # raw pixels for the baseline at most 64 px a side (a 224 px baseline would not fit RAM)
 
 
 class TrainingError(RuntimeError):
@@ -78,6 +80,7 @@ class Trainer:
         self._running.set()
         self._log: EventLog | None = None
         self.status = "created"
+        self.budget: TimeBudget | None = None  # set in run() when the config has a time budget
 
     # ---- control (thread-safe; called from the GUI thread or a signal handler) -------------
     def pause(self) -> None:
@@ -105,32 +108,39 @@ class Trainer:
             self.on_event(event)
 
     # ---- setup --------------------------------------------------------------------------------
-    def _prepare_data(self, device: torch.device) -> tuple[ScanResult, BatchSource, torch.Tensor | None]:
+    def _prepare_data(self, device: torch.device) -> tuple[ScanResult, BatchSource]:
         cfg = self.cfg
         scan = scan_folder(cfg.data_dir, progress=lambda d, t: self.emit(PrepareProgress(stage="scan", done=d, total=t)),
                            should_stop=self._stop.is_set)
         if len(scan) == 0:
             raise DataError(f"no images found in {cfg.data_dir}" + (f" ({len(scan.skipped)} files skipped)" if scan.skipped else ""))
         BatchSource.check_batch_size(len(scan), cfg.batch_size, self.world_size)  # fail before a long decode
-        cache = None
         # Every process keeps its own cache: the budget is shared by the processes on this machine.
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.world_size > 1 else 1
-        if fits_in_ram(len(scan), cfg.image_size, cfg.cache_ram_gb / local_procs):
-            cache, failures = decode_all(
-                scan.paths, cfg.image_size,
+        budget = cfg.cache_ram_gb / local_procs * (1 << 30)
+        layout = plan_cache_layout(cfg.image_size, typical_side(scan.paths), budget, len(scan))
+        cache = extents = None
+        if len(scan) * layout.bytes_per_image() <= budget:
+            cache, extents, failures = decode_cache(
+                scan.paths, layout,
                 progress=lambda d, t: self.emit(PrepareProgress(stage="decode", done=d, total=t)),
                 should_stop=self._stop.is_set)
             if failures:
                 cache = without_failures(cache, failures)
+                extents = without_failures(extents, failures) if extents is not None else None
                 scan = scan.drop(failures)
+        else:  # streamed: whole images too, at the training size's cache scale
+            layout = plan_cache_layout(cfg.image_size, typical_side(scan.paths))
+        if layout.whole:
+            self.emit(LogEvent(message=f"crops are cut from whole images with their shorter side at {layout.side} px"))
         for skipped in scan.skipped:
             self.emit(LogEvent(message=f"skipped {skipped.path}: {skipped.reason}"))
         if len(scan) == 0:
             raise DataError(f"no readable images in {cfg.data_dir}")
         source = BatchSource(scan.paths, cfg.image_size, cfg.batch_size, cfg.seed, cache=cache,
                              num_workers=cfg.num_workers, rank=self.rank, world_size=self.world_size,
-                             pin_memory=device.type == "cuda")
-        return scan, source, cache
+                             pin_memory=device.type == "cuda", layout=layout, extents=extents)
+        return scan, source
 
     def _checkpoint(self, model, optimizer, scaler, epoch: int, step_in_epoch: int, global_step: int, reason: str) -> Path:
         """Save everything resuming needs (rank 0 only), atomically; keep the newest per-epoch files."""
@@ -143,7 +153,7 @@ class Trainer:
             "model": raw.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": {"kind": "warmup-cosine", "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
-                          "total_steps": self.total_steps},
+                          "total_steps": self.total_steps, **(self.budget.to_state() if self.budget else {})},
             "scaler": scaler.state_dict() if scaler is not None else None,
             "rng": {"torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
@@ -162,27 +172,47 @@ class Trainer:
         self.emit(CheckpointEvent(path=str(path), epoch=epoch, global_step=global_step, reason=reason))
         return path
 
-    def _online_knn(self, model: SimCLRModel, scan: ScanResult, cache: torch.Tensor | None, device, epoch: int) -> None:
-        """Leave-one-out weighted kNN on unaugmented images: a cheap 'is it learning?' signal."""
+    def _knn_images(self, scan: ScanResult, source: BatchSource) -> tuple[np.ndarray, torch.Tensor] | None:
+        """The online kNN's sample (class-balanced, at most 10,000 images) as evaluation views at the
+        training size, uint8: the same images and protocol every epoch and for the baseline."""
         labels = np.asarray(scan.labels)
-        idx = np.flatnonzero(labels >= 0)
-        if cache is None or len(idx) < 10:
-            return
-        if len(idx) > EVAL_MAX_IMAGES:
-            idx = np.sort(np.random.default_rng(0).choice(idx, EVAL_MAX_IMAGES, replace=False))
+        idx = knn_sample(labels)
+        if source.cache is None or len(idx) < 10 or len(np.unique(labels[idx])) < 2:
+            return None
+        rows = torch.as_tensor(idx)
+        views = []
+        for start in range(0, len(rows), 512):
+            part = rows[start : start + 512]
+            extents = source.extents.index_select(0, part) if source.extents is not None else None
+            pixels = source.cache.index_select(0, part)
+            if source.layout.whole or pixels.shape[-1] != self.cfg.image_size:
+                pixels = (centre_view(pixels, self.cfg.image_size, extents) * 255).round_().to(torch.uint8)
+            views.append(pixels)
+        return labels[idx], torch.cat(views)
+
+    def _baseline(self, knn_set: tuple[np.ndarray, torch.Tensor], n_classes: int) -> None:
+        """Raw pixels under the online kNN's protocol: the number every epoch's kNN should beat."""
+        labels, images = knn_set
+        if images.shape[-1] > BASELINE_MAX_SIDE:
+            images = (centre_view(images, BASELINE_MAX_SIDE) * 255).round_().to(torch.uint8)
+        acc, k = leave_one_out_knn(raw_pixel_features(images), labels, n_classes)
+        self.emit(BaselineEvent(features="raw pixels", knn_accuracy=acc, n_images=len(labels), k=k))
+
+    def _online_knn(self, model: SimCLRModel, knn_set: tuple[np.ndarray, torch.Tensor], n_classes: int,
+                    device, epoch: int) -> None:
+        """Leave-one-out weighted kNN on unaugmented images: a cheap 'is it learning?' signal."""
+        labels, images = knn_set
         raw = model.module if hasattr(model, "module") else model
-        images = cache.index_select(0, torch.as_tensor(idx))
         feats = extract_features(raw.backbone, iter_batches(images, 512), device)
-        # k=200 is the protocol for large banks; on small folders cap it at the smallest class, else
-        # every vote is swamped by other classes and the signal says nothing.
-        k = int(min(200, max(1, np.bincount(labels[idx]).min())))
-        acc = knn_accuracy(feats, labels[idx], feats, labels[idx], len(scan.classes), k=k, leave_one_out=True)
-        self.emit(EvalEvent(epoch=epoch, knn_accuracy=acc, n_images=len(idx)))
+        acc, k = leave_one_out_knn(feats, labels, n_classes)
+        self.emit(EvalEvent(epoch=epoch, knn_accuracy=acc, n_images=len(labels), k=k))
 
     # ---- the loop ----------------------------------------------------------------------------
     def run(self) -> str:
         """Train until done, stopped or failed; returns the final status. Never raises for expected failures."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        # The budget's clock starts here: scanning and decoding are part of the time the user gave.
+        self.budget = TimeBudget(self.cfg.minutes) if self.cfg.minutes else None
         if self.is_main:
             self._log = EventLog(self.run_dir / EVENTS_FILE)
         try:
@@ -224,7 +254,7 @@ class Trainer:
         if self.is_main:
             cfg.save(self.run_dir / CONFIG_FILE)
 
-        scan, source, cache = self._prepare_data(device)
+        scan, source = self._prepare_data(device)
         torch.manual_seed(cfg.seed)  # model initialisation
         # On resume the checkpoint holds the weights: the initial weights file is not needed again.
         model = build_model(cfg, load_weights=state is None).to(device)
@@ -264,33 +294,49 @@ class Trainer:
             if start_step >= steps_per_epoch:  # stopped after the last step of an epoch
                 start_epoch, start_step = start_epoch + 1, 0
             self.emit(LogEvent(message=f"resumed from {last_checkpoint(self.run_dir)} at epoch {start_epoch + 1}, step {start_step}"))
+        if self.budget is not None:
+            saved = (state or {}).get("scheduler") or {}
+            self.budget.used_before_s = float(saved.get("used_s", 0.0)) if saved.get("budget_s") else 0.0
+            if saved.get("calibrated") and saved.get("budget_s") == self.budget.budget_s:
+                self.total_steps, self.warmup_steps = int(saved["total_steps"]), int(saved["warmup_steps"])
+                self.budget.calibrated = True
+            else:  # a first plan from the first step's time follows; until then a long warm-up
+                self.total_steps, self.warmup_steps = global_step + 10**6, 10**5
         self._position = (start_epoch, global_step)
 
         self.emit(RunStarted(run_dir=str(self.run_dir), device=describe(device), backbone=cfg.backbone,
                              n_images=len(scan), steps_per_epoch=steps_per_epoch, total_steps=self.total_steps,
                              start_epoch=start_epoch, start_global_step=global_step, cached=source.cached,
                              labeled=scan.labeled))
-        if start_epoch >= cfg.epochs:
+        if global_step >= self.total_steps:
             return "completed"
+        evaluate = scan.labeled and cfg.eval_every and self.is_main
+        knn_set = self._knn_images(scan, source) if evaluate else None
+        if knn_set is not None and state is None:
+            self._baseline(knn_set, len(scan.classes))
 
         train_model.train()
         step_times: list[float] = []
-        for epoch in range(start_epoch, cfg.epochs):
+        epoch = start_epoch
+        while global_step < self.total_steps:
             epoch_start = time.perf_counter()
             losses = []
             first = start_step if epoch == start_epoch else 0
             tick = time.perf_counter()
-            for step, batch in enumerate(source.batches(epoch, first), start=first):
+            for step, (batch, extents) in enumerate(source.batches_with_extents(epoch, first), start=first):
                 stop, paused = self._control()
                 if stop:
                     self._checkpoint(model, optimizer, scaler, epoch, step, global_step, "stop")
                     self._barrier()  # no rank leaves while rank 0 is still writing
                     return "stopped"
                 if paused:
+                    if self.budget is not None:
+                        self.budget.add_pause(time.perf_counter() - tick)
                     tick = time.perf_counter()  # a pause is not step time
                 lr = lr_at(global_step, self.total_steps, self.warmup_steps, self.base_lr)
                 set_lr(optimizer, lr)
-                loss = self.train_step(train_model, optimizer, scaler, batch, device, global_step, dtype, use_cl)
+                loss = self.train_step(train_model, optimizer, scaler, batch, device, global_step, dtype, use_cl,
+                                       extents)
                 if self._agree is not None:
                     loss = self._agree.mean(loss)  # the global loss; NaN on any rank is NaN on all
                 if not math.isfinite(loss):
@@ -306,10 +352,15 @@ class Trainer:
                 tick = now
                 recent = step_times[-20:]
                 sec_per_step = sum(recent) / len(recent)
+                if self.budget is not None and not self.budget.calibrated:
+                    self._plan_budget(step_times, global_step, steps_per_epoch)
                 self.emit(StepEvent(epoch=epoch, step=step, global_step=global_step, total_steps=self.total_steps,
                                     loss=loss, lr=lr, images_per_s=cfg.batch_size * self.world_size / max(sec_per_step, 1e-9),
                                     eta_s=sec_per_step * (self.total_steps - global_step)))
+                if global_step >= self.total_steps:
+                    break  # a time-budgeted run ends inside its last epoch
             seconds = time.perf_counter() - epoch_start
+            end_start = time.perf_counter()
             if source.decode_failures:
                 self.emit(LogEvent(message=f"{source.decode_failures} file(s) failed to decode while streaming and "
                                            "were replaced by grey images (see warnings)"))
@@ -320,12 +371,34 @@ class Trainer:
                 return "stopped"
             self.emit(EpochEvent(epoch=epoch, loss=float(np.mean(losses)) if losses else float("nan"), seconds=seconds,
                                  images_per_s=len(losses) * cfg.batch_size * self.world_size / max(seconds, 1e-9)))
-            if scan.labeled and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0 and self.is_main:
-                self._online_knn(model, scan, cache, device, epoch)
+            if knn_set is not None and (epoch + 1) % cfg.eval_every == 0:
+                self._online_knn(model, knn_set, len(scan.classes), device, epoch)
             self._checkpoint(model, optimizer, scaler, epoch + 1, 0, global_step, "epoch")
             self._position = (epoch + 1, global_step)
+            if self.budget is not None:
+                self.budget.add_epoch_end(time.perf_counter() - end_start)
+                if global_step < self.total_steps:
+                    self._plan_budget(step_times, global_step, steps_per_epoch)
+            epoch += 1
         self._barrier()
         return "completed"
+
+    def _plan_budget(self, step_times: list[float], global_step: int, steps_per_epoch: int) -> None:
+        """Lay the schedule over the time budget: after the first step, after the calibration steps
+        (the first step, which allocates, is not timed) and at every epoch end. Distributed, rank 0's
+        plan is every rank's."""
+        timed = step_times[1:] if len(step_times) > 1 else step_times
+        if len(step_times) > 1 and len(timed) < CALIBRATION_STEPS and not self.budget.calibrated:
+            return
+        seconds = float(np.median(timed[-50:]))
+        total, warmup = self.budget.plan(global_step, seconds, steps_per_epoch)
+        if self._agree is not None:
+            total, warmup = self._agree.broadcast_ints(total, warmup)
+        self.total_steps, self.warmup_steps = total, warmup
+        if len(timed) >= CALIBRATION_STEPS:
+            self.budget.calibrated = True
+            self.emit(PlanEvent(total_steps=total, warmup_steps=warmup, seconds_per_step=seconds,
+                                budget_s=self.budget.budget_s))
 
     def _barrier(self) -> None:
         if self._agree is not None:
@@ -360,13 +433,13 @@ class Trainer:
         return wrap_model(model, device, sync_bn=self.cfg.sync_bn)
 
     def train_step(self, model, optimizer, scaler, batch: torch.Tensor, device: torch.device, global_step: int,
-                   dtype: torch.dtype | None, channels_last: bool) -> float:
+                   dtype: torch.dtype | None, channels_last: bool, extents: torch.Tensor | None = None) -> float:
         cfg = self.cfg
         batch = batch.to(device, non_blocking=True)
         # Augmentation runs here, batched on the training device (the GPU when there is one).
         g = step_generator(cfg.seed * max(1, self.world_size) + self.rank, global_step, device)
         with torch.no_grad():
-            v1, v2 = make_views(batch, cfg.augment, cfg.image_size, g)
+            v1, v2 = make_views(batch, cfg.augment, cfg.image_size, g, extents)
             x = normalize(torch.cat((v1, v2), 0))
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)

@@ -732,10 +732,11 @@ def test_streaming_substitutes_grey_for_a_file_that_breaks_mid_training(tmp_path
     broken = str(truncated_png(tmp_path / "t.png"))
     dataset = ImageFileDataset([identified_paths[0], broken], SIZE)
     assert len(dataset) == 2
-    image, index = dataset[0]
+    image, extents, index = dataset[0]
     assert index == 0 and image.shape == (3, SIZE, SIZE) and (image == 10).all()
+    assert extents.tolist() == [SIZE, SIZE]
     with pytest.warns(UserWarning, match="t.png"):
-        image, index = dataset[1]
+        image, _, index = dataset[1]
     assert index == -1 and image.dtype == torch.uint8 and (image == 128).all()
     source = BatchSource(identified_paths[:3] + [broken], SIZE, 4, seed=0)
     with warnings.catch_warnings():

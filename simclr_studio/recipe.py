@@ -1,0 +1,112 @@
+"""The default recipe: one function turns what is known about a folder, the machine and the time the
+user gives into a complete RunConfig. The app's Train tab and the command line both call it.
+
+The paper's hyper-parameters belong to batch 4096 on ImageNet for hundreds of epochs; this product
+mostly runs small batches, small images and minutes-long CPU runs. Every choice below names the
+measurement behind it: the tables are in the README ("Default recipe") and the raw trials in
+``benchmarks/results/recipe-trials.json`` (``benchmarks/recipe_trials.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from simclr_studio.config import AugmentConfig, RunConfig
+
+# Steps a run without a time budget aims for (the epochs follow from the folder's size).
+TARGET_STEPS = {"cpu": 2_000, "gpu": 20_000}
+
+
+@dataclass
+class FolderFacts:
+    """What the recipe needs to know about the images (from a scan and a few decoded headers)."""
+
+    n_images: int
+    typical_side: int  # the median shorter side, in pixels
+    grayscale: bool = False  # every sampled image has R = G = B
+
+
+@dataclass
+class Recipe:
+    """A RunConfig and, for each choice, the reason (shown as tool tips and printed by the CLI)."""
+
+    config: RunConfig
+    reasons: dict[str, str] = field(default_factory=dict)
+
+
+def training_size(typical_side: int, gpu: bool) -> int:
+    """Small images stay at their own size; larger ones are trained at 64 px on a CPU (the budget
+    buys more steps) and 96/224 px on a GPU."""
+    if typical_side <= 40:
+        return max(16, min(32, typical_side))
+    if typical_side <= 80 or not gpu:
+        return 64
+    return 224 if typical_side >= 200 else 96
+
+
+def suggest(facts: FolderFacts, device_type: str = "cpu", minutes: float | None = None,
+            image_size: int | None = None) -> Recipe:
+    """The recipe for ``facts`` on ``device_type`` ("cpu", "cuda" or "mps"), optionally within ``minutes``
+    and at a given ``image_size`` (else chosen from the images' size)."""
+    gpu = device_type in ("cuda", "mps")
+    reasons: dict[str, str] = {}
+    size = image_size or training_size(facts.typical_side, gpu)
+    reasons["image_size"] = (f"{size} px: " + ("as asked" if image_size else
+                                               f"from the images' typical side of {facts.typical_side} px"))
+
+    backbone = "resnet18" if gpu else "small-cnn"
+    reasons["backbone"] = ("ResNet-18 with a 3×3 stem below 64 px" if gpu else
+                           "the small CNN: on a CPU it sees several times more images per minute than a ResNet-18")
+
+    batch = 256
+    while batch > 16 and batch > facts.n_images // 4:
+        batch //= 2  # at least a few steps per epoch on small folders
+    reasons["batch_size"] = f"{batch}: {'the largest power of two up to 256 that' if batch < 256 else '256'}" + \
+        (" leaves four steps per epoch" if batch < 256 else "")
+
+    if gpu:
+        optimizer, lr, weight_decay = "lars", 0.075 * math.sqrt(batch), 1e-6
+        reasons["optimizer"] = f"LARS with the official square-root rule: lr = 0.075·√{batch} = {lr:.2f}"
+    else:
+        optimizer, lr, weight_decay = "adamw", 1e-3, 1e-4
+        reasons["optimizer"] = "AdamW, lr 1e-3: learns faster than LARS in short CPU runs (recipe trials)"
+    temperature = 0.2
+    reasons["temperature"] = "τ = 0.2: better kNN than 0.5 at small batches (recipe trials)"
+
+    small = size <= 64
+    augment = AugmentConfig.for_image_size(size, crop_scale=(0.3, 1.0))
+    if facts.grayscale:
+        augment.grayscale_p = 0.0  # a no-op on grey images: do not spend the draws
+    reasons["augment"] = ("crops of 30–100 % of the image" + ("; colour strength 0.5, no blur (small images)"
+                                                              if small else "; colour strength 1.0, blur p 0.5"))
+
+    if minutes is not None:
+        epochs = 1  # ignored: the time budget sets the length
+        reasons["length"] = f"{minutes:g} minutes: the schedule is laid over the measured speed"
+    else:
+        steps_per_epoch = max(1, facts.n_images // batch)
+        target = TARGET_STEPS["gpu" if gpu else "cpu"]
+        epochs = int(min(800 if gpu else 200, max(10, round(target / steps_per_epoch))))
+        reasons["length"] = f"{epochs} epochs: about {target:,} steps"
+    cfg = RunConfig(backbone=backbone, image_size=size, batch_size=batch, epochs=epochs, minutes=minutes,
+                    optimizer=optimizer, lr=lr, weight_decay=weight_decay, temperature=temperature,
+                    warmup_epochs=None, augment=augment)
+    return Recipe(cfg, reasons)
+
+
+def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+    """``["lr=0.002", "augment.mask_p=0.5"]`` applied to a copy of ``cfg`` (JSON values), checked as a
+    saved config is: for ablations on top of the recipe."""
+    import json
+
+    data = cfg.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r} is not KEY=VALUE")
+        target, name = (data["augment"], key[len("augment."):]) if key.startswith("augment.") else (data, key)
+        if name not in target:
+            raise ValueError(f"unknown config key {key!r}")
+        target[name] = json.loads(text)
+    return RunConfig.from_dict(data)

@@ -48,7 +48,7 @@ def normalize(x: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> torch.Te
 
 
 # ---- crop + flip ----------------------------------------------------------------------------
-MAX_SUPERSAMPLE = 4  # a crop shrunk by more than 4× is averaged over 4×4 samples per output pixel
+MAX_SUPERSAMPLE = 4  # a crop shrunk by k× is averaged over k×k samples per output pixel, k at most 4
 
 
 def _sample_boxes(x: torch.Tensor, size: int, cw, ch, cx, cy, flip, valid_h, valid_w) -> torch.Tensor:
@@ -64,7 +64,9 @@ def _sample_boxes(x: torch.Tensor, size: int, cw, ch, cx, cy, flip, valid_h, val
     theta[:, 1, 1] = ch * fy
     theta[:, 1, 2] = 2 * cy * fy - 1
     shrink = torch.maximum(cw * valid_w, ch * valid_h) / size
-    k = shrink.ceil().clamp(1, MAX_SUPERSAMPLE).to(torch.long)
+    # Rounded, not ceiled: below 1.5× bilinear's 2×2 footprint still covers the gaps between samples,
+    # and the supersampled pass costs k² times the sampling.
+    k = shrink.round().clamp(1, MAX_SUPERSAMPLE).to(torch.long)
     levels = torch.unique(k).tolist()
     if len(levels) == 1:  # one pass for the whole batch (always the case for small images)
         level = int(levels[0])

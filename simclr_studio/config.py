@@ -9,7 +9,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "small-cnn")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "small-cnn", "tiny-cnn")
 OPTIMIZERS = ("lars", "sgd", "adamw")
 MASK_FILLS = ("zero", "noise", "mean")
 BLEND_SOURCES = ("noise", "image")

@@ -60,17 +60,68 @@ def test_fmnist_benchmark_runs(tmp_path):
 
 
 def test_throughput_benchmark_runs(tmp_path):
+    """Both cases at a toy size: (a), (b) and, with lightly installed, (c), with ratios and targets per case,
+    and the colour case on the whole-image cache (shorter side 1.5 × the training size)."""
     out = tmp_path / "throughput.json"
-    result = run_script("benchmarks/throughput.py", "--batch", "8", "--size", "16", "--steps", "2", "--warmup", "1",
-                        "--repeats", "1", "--work", str(tmp_path / "work"), "--out", str(out))
+    result = run_script("benchmarks/throughput.py", "--batch", "8", "--gray-size", "16", "--colour-size", "16",
+                        "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1",
+                        "--work", str(tmp_path / "work"), "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
-    rates = data["images_per_s"]
-    assert rates["ours"]["median"] > 0 and rates["compute_only"]["median"] > 0
-    assert data["a_over_b"] == rates["ours"]["median"] / rates["compute_only"]["median"]
-    if data["peer"] is not None:  # lightly installed (the optional "bench" extra)
-        assert data["a_over_c"] > 0
+    assert list(data["cases"]) == ["gray", "colour"]
+    gray, colour = data["cases"]["gray"], data["cases"]["colour"]
+    assert gray["cache_layout"] == {"side": 16, "stored": 16, "whole": False}
+    assert colour["cache_layout"] == {"side": 24, "stored": 32, "whole": True}  # 32×24 / 24×32 images
+    assert gray["config"]["augment"]["grayscale_p"] == 0 and colour["config"]["augment"]["grayscale_p"] > 0
+    assert gray["config"]["image_size"] == colour["config"]["image_size"] == 16
+    for name, case in data["cases"].items():
+        rates = case["images_per_s"]
+        assert rates["ours"]["median"] > 0 and rates["compute_only"]["median"] > 0, name
+        assert case["a_over_b"] == rates["ours"]["median"] / rates["compute_only"]["median"]
+        ab = case["targets"]["a_over_b"]
+        assert ab["value"] == case["a_over_b"] and ab["met"] == (ab["value"] >= ab["target"] == 0.9)
+        if data["peer"] is None:  # lightly not installed (the optional "bench" extra)
+            assert case["a_over_c"] is None and case["targets"]["a_over_c"] is None
+        else:
+            best = rates[case["peer_best"]]["median"]
+            assert best == max(v["median"] for k, v in rates.items() if k.startswith("lightly_w"))
+            assert case["a_over_c"] == rates["ours"]["median"] / best > 0
+            ac = case["targets"]["a_over_c"]
+            assert ac["met"] == (ac["value"] >= ac["target"] == 1.2)
+    if data["peer"] is not None:
         assert all(row["max_abs_value_diff"] < 1e-9 for row in data["nt_xent_vs_lightly"].values())
+    for text in ("gray: ", "colour: ", "CacheLayout(side=24, stored=32, whole=True)", "a/b = "):
+        assert text in result.stdout, text
+    assert result.stdout.count("a/b = ") == 2
+
+
+def test_throughput_colour_case_alone(tmp_path):
+    """``--case colour`` measures only the colour case; its folder is deterministic, coloured, landscape and
+    portrait at 2 × 1.5 times the training size."""
+    import numpy as np
+    from PIL import Image
+
+    out = tmp_path / "throughput.json"
+    result = run_script("benchmarks/throughput.py", "--case", "colour", "--no-peer", "--batch", "4",
+                        "--colour-size", "16", "--steps", "1", "--warmup", "1", "--repeats", "1", "--threads", "1",
+                        "--work", str(tmp_path / "work"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert list(data["cases"]) == ["colour"] and data["peer"] is None
+    assert "gray: " not in result.stdout
+    folder = tmp_path / "work" / "colour-8-16"
+    files = sorted(folder.glob("*.jpg"))
+    assert len(files) == 8
+    images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
+    assert {im.shape for im in images} == {(24, 32, 3), (32, 24, 3)}
+    assert all(np.ptp(im, axis=2).mean() > 10 for im in images)  # colour, not grey
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from throughput import colour_image
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    assert np.array_equal(colour_image(3, 16), colour_image(3, 16))
+    assert not np.array_equal(colour_image(3, 16), colour_image(5, 16))
 
 
 def test_startup_benchmark_runs(tmp_path):

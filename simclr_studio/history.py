@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import lfilter  # imported here, not on first use: a first import stalls the GUI ~0.3 s
 
-from simclr_studio.events import (EpochEvent, ErrorEvent, EvalEvent, Event, RunFinished, RunStarted, StateEvent,
-                                  StepEvent)
+from simclr_studio.events import (BaselineEvent, EpochEvent, ErrorEvent, EvalEvent, Event, PlanEvent, RunFinished,
+                                  RunStarted, StateEvent, StepEvent)
 
 
 def smooth_ema(values: np.ndarray, weight: float) -> np.ndarray:
@@ -48,6 +48,9 @@ class RunHistory:
     epoch_loss: list[float] = field(default_factory=list)
     knn_epochs: list[int] = field(default_factory=list)
     knn_accuracy: list[float] = field(default_factory=list)
+    knn_k: int = 0  # neighbours of the latest kNN measurement (0: not recorded)
+    baseline: BaselineEvent | None = None  # raw pixels under the same kNN protocol
+    plan: PlanEvent | None = None  # a time-budgeted run's schedule, once its speed is measured
     total_steps: int = 0
     last_step: StepEvent | None = None
     started: RunStarted | None = None
@@ -74,6 +77,13 @@ class RunHistory:
         elif isinstance(event, EvalEvent):
             self.knn_epochs.append(event.epoch + 1)
             self.knn_accuracy.append(event.knn_accuracy)
+            self.knn_k = event.k or self.knn_k
+        elif isinstance(event, BaselineEvent):
+            self.baseline = event
+            self.knn_k = self.knn_k or event.k  # the same protocol: its k until an epoch's kNN reports one
+        elif isinstance(event, PlanEvent):
+            self.plan = event
+            self.total_steps = event.total_steps
         elif isinstance(event, RunStarted):
             self.started = event
             self.finished = None

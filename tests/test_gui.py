@@ -24,6 +24,9 @@ def window(qtbot, tmp_path, monkeypatch):
     from simclr_studio.gui.app import build_window, create_app
 
     monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    # A test that fails mid-run leaves a run training when qtbot closes the window: answer the
+    # "stop it and quit?" question instead of waiting forever on a dialog nobody sees.
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     create_app()
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     win = build_window(settings)
@@ -50,6 +53,7 @@ def load(win, qtbot, folder: Path) -> None:
 def small_settings(panel, epochs=2):
     panel.image_size.setValue(16)
     panel.batch_size.setValue(8)
+    panel.length.set_minutes_mode(False)  # a fixed number of epochs, not the default time budget
     panel.epochs.setValue(epochs)
     panel.backbone.setCurrentText("small-cnn")
     panel.optimizer.setCurrentText("sgd")

@@ -59,12 +59,50 @@ def test_embedding_fills_the_scatter(explorer):
     np.testing.assert_array_equal(panel.map.coords, panel.emb.maps["tsne"])
     # Coloured by folder label, one legend entry per class.
     assert sorted(item.name() for item in panel.map.groups) == ["class_0", "class_1", "class_2"]
-    # Quality: the checkpoint and the random encoder were both measured.
+    # Quality: the checkpoint, a random encoder and raw pixels were all measured.
     assert panel.quality is not None
-    for key in ("trained", "random"):
-        assert 0.0 <= panel.quality[key].knn_accuracy <= 1.0
-        assert panel.quality_labels[(key, "knn")].text() != "–"
+    for key in ("trained", "random", "raw"):
+        assert 0.0 <= panel.quality[key].knn_accuracy <= 1.0 and 0.0 <= panel.quality[key].linear_accuracy <= 1.0
+        assert panel.quality_labels[(key, "knn")].text() == f"{panel.quality[key].knn_accuracy:.3f}"
+        assert panel.quality_labels[(key, "linear")].text() == f"{panel.quality[key].linear_accuracy:.3f}"
+    assert "k=23, same as the Train tab" in panel.quality_note.text()  # 24 images: k = min(200, 24 - 1)
     assert win.export_action.isEnabled()
+
+
+def test_quality_uses_the_train_tabs_knn_protocol(explorer):
+    """The kNN column is the online kNN's: leave-one-out on the same class-balanced sample, same k."""
+    from simclr_studio.data import decode_all
+    from simclr_studio.evaluate import knn_sample, leave_one_out_knn, raw_pixel_features
+
+    win, panel = explorer
+    emb, classes = panel.emb, len(panel.emb.classes)
+    sample = knn_sample(emb.labels)
+    knn, k = leave_one_out_knn(emb.features[sample], emb.labels[sample], classes)
+    assert (panel.quality["trained"].knn_accuracy, panel.quality["trained"].k) == (pytest.approx(knn), k)
+    images, failed = decode_all([emb.paths[i] for i in sample], panel.run.config.image_size)
+    assert not failed
+    raw, _ = leave_one_out_knn(raw_pixel_features(images), emb.labels[sample], classes)
+    assert panel.quality["raw"].knn_accuracy == pytest.approx(raw)
+    assert panel.quality["n"] == len(sample) == 24
+
+
+def test_raw_pixels_are_reduced_as_the_trainers_baseline(trained, tmp_path):
+    """Above 64 px the baseline's raw pixels are the 64 px centre view, as the trainer takes them."""
+    import torch
+
+    from simclr_studio.augment import centre_view
+    from simclr_studio.data import decode_all
+    from simclr_studio.evaluate import raw_pixel_features
+    from simclr_studio.gui.quality import raw_pixels
+    from simclr_studio.train import BASELINE_MAX_SIDE
+
+    data, _ = trained
+    paths = sorted(str(p) for p in data.rglob("*.png"))[:5] + [str(tmp_path / "missing.png")]
+    features, keep = raw_pixels(paths, 80)
+    assert list(keep) == [0, 1, 2, 3, 4] and features.shape == (5, 3 * BASELINE_MAX_SIDE ** 2)
+    images, _ = decode_all(paths[:5], 80)
+    expected = raw_pixel_features((centre_view(images, BASELINE_MAX_SIDE) * 255).round_().to(torch.uint8))
+    np.testing.assert_array_equal(features, expected)
 
 
 def test_clicking_a_point_lists_its_true_neighbours(explorer, qtbot):

@@ -19,7 +19,7 @@ def test_small_grey_folder_on_a_cpu_gets_the_short_run_recipe():
     recipe = suggest(FolderFacts(60_000, 28, grayscale=True), "cpu", minutes=20)
     cfg = recipe.config
     cfg.validate()
-    assert cfg.image_size == 28 and cfg.backbone.startswith("small-cnn") and cfg.minutes == 20
+    assert cfg.image_size == 28 and cfg.backbone == "tiny-cnn" and cfg.minutes == 20
     assert cfg.optimizer == "adamw" and cfg.augment.grayscale_p == 0  # grey: no grayscale draws
     assert cfg.augment.blur_p == 0 and cfg.augment.jitter_strength == 0.5  # small images
     assert set(recipe.reasons) >= {"image_size", "backbone", "batch_size", "optimizer", "temperature", "augment"}

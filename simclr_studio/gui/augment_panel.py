@@ -25,7 +25,11 @@ PRESETS = {
     "Paper defaults, large images": lambda: AugmentConfig.for_image_size(224),
     "Masking only": AugmentConfig.masking_only,
 }
+SUGGESTED = "Suggested for this folder"  # the recipe's values, offered once a folder is open
 CUSTOM = "Custom"
+MASKING_ONLY_NOTE = ("Masking only learns much weaker features than the full SimCLR set (crops, colour, blur): "
+                     "it is here to study masking. The mask box and the blend are best used on top of a full "
+                     "preset.")
 PREVIEW_ROWS = 4
 CELL = 120
 
@@ -49,7 +53,7 @@ GROUPS = [
 ]
 
 
-def matching_preset(cfg: AugmentConfig) -> str:
+def matching_preset(cfg: AugmentConfig, suggested: AugmentConfig | None = None) -> str:
     """The preset whose values the controls show (to the spin boxes' precision), else "Custom"."""
     def close(a, b) -> bool:
         if isinstance(a, tuple):
@@ -58,7 +62,8 @@ def matching_preset(cfg: AugmentConfig) -> str:
             return abs(a - b) < 1e-3
         return a == b
 
-    for name, make in PRESETS.items():
+    presets = {SUGGESTED: lambda: suggested} if suggested is not None else {}
+    for name, make in {**presets, **PRESETS}.items():
         preset = make()
         if all(close(getattr(preset, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(cfg)):
             return name
@@ -91,6 +96,7 @@ class AugmentPanel(QWidget):
         self._debounce.setInterval(80)
         self._debounce.timeout.connect(self.refresh_preview)
         self._decoded: dict[tuple[str, int], np.ndarray] = {}
+        self.suggested: AugmentConfig | None = None  # the recipe's values for the open folder
 
         # ---- controls ----
         self.preset = QComboBox()
@@ -101,6 +107,12 @@ class AugmentPanel(QWidget):
         preset_form = QFormLayout()
         preset_form.addRow("Preset", self.preset)
         controls_layout.addLayout(preset_form)
+        # Shown, not only a tool tip: users pick this preset expecting the product's best results.
+        self.masking_note = QLabel(MASKING_ONLY_NOTE)
+        self.masking_note.setObjectName("muted")
+        self.masking_note.setWordWrap(True)
+        self.masking_note.hide()
+        controls_layout.addWidget(self.masking_note)
         for title, specs in GROUPS:
             box = QGroupBox(title)
             form = QFormLayout(box)
@@ -215,24 +227,37 @@ class AugmentPanel(QWidget):
                     control.setCurrentText(value)
                 else:
                     control.setValue(value)
-            self.preset.blockSignals(True)
-            self.preset.setCurrentText(matching_preset(self.augment_config()))
-            self.preset.blockSignals(False)
+            self._show_matching_preset()
         finally:
             self._updating = False
         self._schedule()
 
+    def set_suggested(self, cfg: AugmentConfig, reason: str = "") -> None:
+        """The recipe's augmentations for a newly opened folder: offered as a preset and applied."""
+        self.suggested = dataclasses.replace(cfg)
+        if self.preset.findText(SUGGESTED) < 0:
+            self.preset.blockSignals(True)
+            self.preset.insertItem(0, SUGGESTED)
+            self.preset.blockSignals(False)
+        self.preset.setItemData(0, f"Suggested: {reason}" if reason else None, Qt.ItemDataRole.ToolTipRole)
+        self.set_augment_config(cfg)
+
+    def _show_matching_preset(self) -> None:
+        self.preset.blockSignals(True)
+        self.preset.setCurrentText(matching_preset(self.augment_config(), self.suggested))
+        self.preset.blockSignals(False)
+        self.masking_note.setVisible(self.preset.currentText() == "Masking only")
+
     def _apply_preset(self, name: str) -> None:
-        if name in PRESETS and not self._updating:
-            self.set_augment_config(PRESETS[name]())
+        if not self._updating and (name in PRESETS or (name == SUGGESTED and self.suggested is not None)):
+            self.set_augment_config(self.suggested if name == SUGGESTED else PRESETS[name]())
             self.changed.emit()
+        self.masking_note.setVisible(self.preset.currentText() == "Masking only")
 
     def _on_control(self, *_):
         if self._updating:
             return
-        self.preset.blockSignals(True)
-        self.preset.setCurrentText(matching_preset(self.augment_config()))
-        self.preset.blockSignals(False)
+        self._show_matching_preset()
         self.changed.emit()
         self._schedule()
 

@@ -13,12 +13,12 @@ from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QGroupBox, Q
 
 from simclr_studio.data import IMAGE_EXTENSIONS, ScanResult
 from simclr_studio.gui.map_view import MapView
+from simclr_studio.gui.quality import ROWS as QUALITY_ROWS
 from simclr_studio.gui.thumbnails import ThumbnailModel, ThumbnailView, array_to_qimage
 from simclr_studio.gui.workers import ProgressJob, TaskRunner
 
 K_NEIGHBOURS = 12
 FOCUS_SIZE = 180
-QUALITY_MAX_IMAGES = 20000  # the quality table subsamples larger folders (stated next to it)
 
 
 def dropped_image(mime) -> str | None:
@@ -117,7 +117,7 @@ class ExplorePanel(QWidget):
         for c, head in enumerate(["", "kNN", "Linear probe"]):
             label = QLabel(f"<b>{head}</b>")
             self.quality_grid.addWidget(label, 0, c)
-        for r, (key, name) in enumerate((("trained", "This checkpoint"), ("random", "Random encoder")), start=1):
+        for r, (key, name) in enumerate(QUALITY_ROWS, start=1):
             self.quality_grid.addWidget(QLabel(name), r, 0)
             for c, metric in enumerate(("knn", "linear"), start=1):
                 label = QLabel("–")
@@ -126,7 +126,7 @@ class ExplorePanel(QWidget):
         self.quality_note = QLabel()
         self.quality_note.setObjectName("muted")
         self.quality_note.setWordWrap(True)
-        self.quality_grid.addWidget(self.quality_note, 3, 0, 1, 3)
+        self.quality_grid.addWidget(self.quality_note, len(QUALITY_ROWS) + 1, 0, 1, 3)
 
         self.focus_image = QLabel()
         self.focus_image.setFixedSize(FOCUS_SIZE, FOCUS_SIZE)
@@ -426,42 +426,29 @@ class ExplorePanel(QWidget):
     # ---- quality --------------------------------------------------------------------------------
     def compute_quality(self) -> None:
         from simclr_studio.device import available_devices
-        from simclr_studio.embeddings import embed_cached
-        from simclr_studio.evaluate import evaluate_features
+        from simclr_studio.gui.quality import measure_quality
 
         emb, run, scan = self.emb, self.run, self.scan
         if emb is None or not emb.labeled or scan is None:
             return
         device = available_devices()[0]
-
-        def work(progress, should_stop):
-            rng = np.random.default_rng(0)
-            labeled = np.flatnonzero(emb.labels >= 0)
-            if len(labeled) > QUALITY_MAX_IMAGES:
-                labeled = np.sort(rng.choice(labeled, QUALITY_MAX_IMAGES, replace=False))
-            trained = evaluate_features(emb.features[labeled], emb.labels[labeled], len(emb.classes))
-            subset = ScanResult(root=scan.root, paths=[emb.paths[i] for i in labeled],
-                                labels=[int(emb.labels[i]) for i in labeled], classes=list(emb.classes))
-            random_emb, _, _ = embed_cached(run, subset, device, random_init=True, progress=progress,
-                                            should_stop=should_stop)
-            by_path = {p: i for i, p in enumerate(random_emb.paths)}
-            rows = [by_path[emb.paths[i]] for i in labeled if emb.paths[i] in by_path]
-            keep = [i for i in labeled if emb.paths[i] in by_path]
-            random = evaluate_features(random_emb.features[rows], emb.labels[keep], len(emb.classes))
-            return {"trained": trained, "random": random, "n": len(labeled), "total": int((emb.labels >= 0).sum())}
-
-        self._start("quality", work, self._on_quality, "Measuring kNN and linear-probe accuracy")
+        self._start("quality", lambda progress, should_stop: measure_quality(emb, run, scan, device, progress,
+                                                                             should_stop),
+                    self._on_quality, "Measuring kNN and linear-probe accuracy")
 
     def _on_quality(self, result: dict) -> None:
         self.quality = result
-        for key in ("trained", "random"):
-            report = result[key]
-            self.quality_labels[(key, "knn")].setText(f"{report.knn_accuracy:.3f}")
-            self.quality_labels[(key, "linear")].setText(f"{report.linear_accuracy:.3f}")
-        gain = result["trained"].linear_accuracy - result["random"].linear_accuracy
-        sample = f"{result['n']:,} of {result['total']:,}" if result["n"] < result["total"] else f"{result['n']:,}"
-        self.quality_note.setText(f"Top-1 on a held-out 20 % of {sample} labeled images "
-                                  f"(kNN: k=200, cosine). Training changed linear-probe accuracy by {gain:+.3f}.")
+        for key, _ in QUALITY_ROWS:
+            for metric in ("knn", "linear"):
+                value = getattr(result[key], f"{metric}_accuracy")
+                self.quality_labels[(key, metric)].setText("–" if value is None else f"{value:.3f}")
+        n, total = result["n"], result["total"]
+        sample = f"a class-balanced sample of {n:,} of {total:,}" if n < total else f"{n:,}"
+        gain = result["trained"].knn_accuracy - max(result["random"].knn_accuracy, result["raw"].knn_accuracy)
+        self.quality_note.setText(
+            f"On {sample} labeled images. kNN: leave-one-out, k={result['trained'].k}, same as the Train tab. "
+            f"Linear probe: top-1 on a held-out 20 %. The checkpoint's kNN is {gain:+.3f} over the better of "
+            "the random encoder and raw pixels.")
 
     # ---- neighbours, selection, search --------------------------------------------------------
     def select_point(self, row: int) -> None:

@@ -25,21 +25,6 @@ def is_run_folder(path: Path) -> bool:
     return (path / CONFIG_FILE).is_file() and ((path / "events.jsonl").exists() or (path / "checkpoints").is_dir())
 
 
-def typical_side(paths: list[str], sample: int = 16) -> int:
-    """The median shorter side of a few images (header reads only): picks a sensible image size."""
-    from PIL import Image
-
-    sides = []
-    step = max(1, len(paths) // sample)
-    for path in paths[::step][:sample]:
-        try:
-            with Image.open(path) as im:
-                sides.append(min(im.size))
-        except Exception:
-            continue
-    return int(sorted(sides)[len(sides) // 2]) if sides else 64
-
-
 class MainWindow(QMainWindow):
     def __init__(self, settings: QSettings, runs_root: Path, demo_folder: Path | None = None):
         super().__init__()
@@ -56,6 +41,7 @@ class MainWindow(QMainWindow):
         self.train_panel = TrainPanel(runs_root)
         self.train_panel.augment_source = self.augment_panel.augment_config
         self.train_panel.augment_config_loaded.connect(self.augment_panel.set_augment_config)
+        self.train_panel.augment_suggested.connect(self.augment_panel.set_suggested)
         self.train_panel.image_size.valueChanged.connect(self.augment_panel.set_image_size)
         self.train_panel.run_state_changed.connect(self._on_run_state)
         self.train_panel.settings_locked.connect(self.augment_panel.set_locked)
@@ -218,7 +204,7 @@ class MainWindow(QMainWindow):
         self.tabs.setCurrentWidget(self.data_panel)
         job = self._new_scan_job(folder)
         job.progress.connect(self.data_panel.scan_progress)
-        job.finished.connect(self._on_scanned)
+        job.finished.connect(lambda scan: self._on_scanned(scan, job.facts))
         job.failed.connect(self._on_scan_failed)
         job.start()
 
@@ -238,7 +224,8 @@ class MainWindow(QMainWindow):
             self.data_panel.show_empty()
         self.statusBar().showMessage("Scan cancelled")
 
-    def _on_scanned(self, scan: ScanResult) -> None:
+    def _on_scanned(self, scan: ScanResult, facts: tuple[int, bool] = (64, False)) -> None:
+        """``facts``: (typical side, grayscale) of the images, measured by the scan for the recipe."""
         self.scan = scan
         self.data_panel.show_scan(scan)
         self._remember(scan.root)
@@ -246,7 +233,7 @@ class MainWindow(QMainWindow):
             self.train_panel.clear_data()
             self.statusBar().showMessage(f"No images found in {scan.root}")
             return
-        self.train_panel.set_data(scan.root, len(scan), typical_side(scan.paths))
+        self.train_panel.set_data(scan.root, len(scan), *facts)
         self.augment_panel.set_image_size(self.train_panel.image_size.value())
         self.augment_panel.set_images(scan.paths)
         message = f"{len(scan):,} images"

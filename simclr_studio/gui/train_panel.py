@@ -6,7 +6,6 @@ All training happens in a TrainJob (a child process); this widget only renders i
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -19,8 +18,10 @@ from PySide6.QtWidgets import (QCheckBox, QGraphicsItem, QComboBox, QDoubleSpinB
 
 from simclr_studio.config import BACKBONES, OPTIMIZERS, ConfigError, RunConfig
 from simclr_studio.device import available_devices, device_choices
-from simclr_studio.events import (CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, PrepareProgress,
-                                  RunFinished, RunStarted, StateEvent, read_events, EVENTS_FILE)
+from simclr_studio.events import (BaselineEvent, CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, PlanEvent,
+                                  PrepareProgress, RunFinished, RunStarted, StateEvent, read_events, EVENTS_FILE)
+from simclr_studio.gui.knn_plot import KnnPlot
+from simclr_studio.gui.run_length import RunLength, default_minutes, format_minutes, progress_text
 from simclr_studio.gui.workers import RunFollower, TrainJob
 from simclr_studio.history import RunHistory, smooth_ema
 from simclr_studio.train import CONFIG_FILE, last_checkpoint
@@ -31,17 +32,11 @@ PLOT_INTERVAL_S = 0.1
 LEFT_AXIS_WIDTH = 56  # px: room for tick labels such as "0.0003" or "1.2e+03"
 
 
-def format_seconds(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
 class TrainPanel(QWidget):
     run_state_changed = Signal(bool)  # True while a run is training in this window
     settings_locked = Signal(bool)  # True while the run's settings cannot change (training, or resuming a run)
     augment_config_loaded = Signal(object)  # AugmentConfig of an opened run folder
+    augment_suggested = Signal(object, str)  # the recipe's AugmentConfig for a new folder, and why
 
     def __init__(self, runs_root: Path, parent=None):
         super().__init__(parent)
@@ -53,7 +48,8 @@ class TrainPanel(QWidget):
         self.opened_run: Path | None = None  # a run folder opened to resume or follow
         self.augment_source = None  # callable returning the AugmentConfig to train with
         self._last_plot = 0.0
-        self._knn_shown: tuple = ((), ())
+        self._x_total = 0  # the step axes' span: the run's (planned) total steps
+        self._weight_decay: tuple[str, float | None] = ("", None)  # (optimizer, wd) of the loaded config
         self._plot_timer = QTimer(self)
         self._plot_timer.setSingleShot(True)
         self._plot_timer.timeout.connect(self._update_plots)
@@ -82,9 +78,9 @@ class TrainPanel(QWidget):
         self.batch_size = QSpinBox()
         self.batch_size.setRange(2, 65536)
         form.addRow("Batch size", self.batch_size)
-        self.epochs = QSpinBox()
-        self.epochs.setRange(1, 100000)
-        form.addRow("Epochs", self.epochs)
+        self.length = RunLength()
+        self.epochs, self.minutes = self.length.epochs, self.length.minutes
+        form.addRow("Train for", self.length)
         self.optimizer = QComboBox()
         self.optimizer.addItems(list(OPTIMIZERS))
         form.addRow("Optimizer", self.optimizer)
@@ -153,7 +149,7 @@ class TrainPanel(QWidget):
         self.loss_plot = self.plots.addPlot(row=0, col=0, title="Loss")
         self.lr_plot = self.plots.addPlot(row=0, col=1, title="Learning rate")
         self.speed_plot = self.plots.addPlot(row=1, col=0, title="Throughput (images/s)")
-        self.knn_plot = self.plots.addPlot(row=1, col=1, title="kNN accuracy (leave-one-out)")
+        self.knn_plot = self.plots.addPlot(row=1, col=1, title="kNN accuracy")
         for plot in (self.loss_plot, self.lr_plot, self.speed_plot):
             plot.setClipToView(True)
             plot.setDownsampling(auto=True, mode="peak")
@@ -178,8 +174,8 @@ class TrainPanel(QWidget):
         self.loss_smooth = self.loss_plot.plot(pen=pg.mkPen((40, 110, 220), width=1), name="smoothed")
         self.lr_curve = self.lr_plot.plot(pen=pg.mkPen((230, 126, 34), width=1))
         self.speed_curve = self.speed_plot.plot(pen=pg.mkPen((39, 174, 96), width=1))
-        self.knn_curve = self.knn_plot.plot(pen=pg.mkPen((142, 68, 173), width=2), symbol="o", symbolSize=6,
-                                            symbolBrush=(142, 68, 173))
+        self.knn = KnnPlot(self.knn_plot)  # its curve, the raw-pixel baseline and k in the title
+        self.knn_curve, self.knn_baseline = self.knn.curve, self.knn.baseline
         self.smoothing = QSlider(Qt.Orientation.Horizontal)
         self.smoothing.setRange(0, 99)
         self.smoothing.setValue(80)
@@ -214,7 +210,8 @@ class TrainPanel(QWidget):
         layout = QHBoxLayout(self)
         layout.addWidget(left)
         layout.addWidget(right, 1)
-        self.load_config(RunConfig.suggested(1000, 32, "cpu"))
+        self.load_config(RunConfig.suggested(1000, 32, "cpu", minutes=default_minutes("cpu")))
+        self.epochs.setValue(RunConfig.suggested(1000, 32, "cpu").epochs)
 
     def apply_theme(self, dark: bool) -> None:
         self.plots.setBackground("#1e1f22" if dark else "w")
@@ -227,11 +224,12 @@ class TrainPanel(QWidget):
             plot.titleLabel.setText(plot.titleLabel.text, color="#e0e0e0" if dark else "#222")
 
     # ---- config <-> form ----------------------------------------------------------------------
-    def load_config(self, cfg: RunConfig) -> None:
+    def load_config(self, cfg: RunConfig, reasons: dict[str, str] | None = None) -> None:
+        """Show a config; ``reasons`` (the recipe's, by setting) become the fields' tool tips."""
         self.backbone.setCurrentText(cfg.backbone if cfg.backbone in BACKBONES else "small-cnn")
         self.image_size.setValue(cfg.image_size)
         self.batch_size.setValue(cfg.batch_size)
-        self.epochs.setValue(cfg.epochs)
+        self.length.load(cfg)
         self.optimizer.setCurrentText(cfg.optimizer)
         self.lr.setValue(cfg.lr or 0.0)
         self.temperature.setValue(cfg.temperature)
@@ -239,25 +237,42 @@ class TrainPanel(QWidget):
         match = [i for i in single if self.device.itemData(i)[0] == cfg.device]
         self.device.setCurrentIndex(match[0] if match else single[0])
         self.seed.setValue(cfg.seed)
+        self._weight_decay = (cfg.optimizer, cfg.weight_decay)  # not on the form, but part of the recipe
+        reasons = reasons or {}
+        for key, widget in (("backbone", self.backbone), ("image_size", self.image_size), ("optimizer", self.lr),
+                            ("batch_size", self.batch_size), ("optimizer", self.optimizer), ("epochs", self.epochs),
+                            ("temperature", self.temperature), ("length", self.minutes)):
+            widget.setToolTip(f"Suggested: {reasons[key]}" if reasons.get(key) else "")
 
     def config(self) -> RunConfig:
+        optimizer = self.optimizer.currentText()
         cfg = RunConfig(data_dir=self.data_dir or "", backbone=self.backbone.currentText(),
                         image_size=self.image_size.value(), batch_size=self.batch_size.value(),
-                        epochs=self.epochs.value(), optimizer=self.optimizer.currentText(),
+                        epochs=self.epochs.value(), minutes=self.length.budget(), optimizer=optimizer,
                         lr=self.lr.value() or None, temperature=self.temperature.value(),
+                        # The loaded weight decay belongs to its optimizer; another one gets its own default.
+                        weight_decay=self._weight_decay[1] if optimizer == self._weight_decay[0] else None,
                         device=self.device.currentData()[0], seed=self.seed.value())
         if self.augment_source is not None:
             cfg.augment = self.augment_source()
         return cfg
 
-    def set_data(self, data_dir: str, n_images: int, typical_side: int) -> None:
-        """A newly imported folder: suggest settings for its size and this machine."""
+    def set_data(self, data_dir: str, n_images: int, typical_side: int, grayscale: bool = False) -> None:
+        """A newly imported folder: the default recipe for it, this machine and the time the user gives."""
+        from simclr_studio.recipe import FolderFacts, suggest
+
         if self.is_running():
             return
         self.new_run(keep_form=False)
         self.data_dir = data_dir
         device = available_devices()[0].split(":")[0]
-        self.load_config(RunConfig.suggested(n_images, typical_side, device))
+        facts = FolderFacts(n_images, typical_side, grayscale)
+        budgeted = suggest(facts, device, self.length.user_minutes or default_minutes(device))
+        by_epochs = suggest(facts, device, None)  # the epochs shown when the user picks "Epochs"
+        self.load_config(budgeted.config, {**budgeted.reasons, "epochs": by_epochs.reasons.get("length", "")})
+        self.epochs.setValue(by_epochs.config.epochs)
+        self.length.set_minutes_mode((self.length.user_mode or "Minutes") == "Minutes")
+        self.augment_suggested.emit(budgeted.config.augment, budgeted.reasons.get("augment", ""))
         stamp = time.strftime("%Y%m%d-%H%M%S")
         self.run_dir.setText(str(self.runs_root / f"{Path(data_dir).name}-{stamp}"))
         self.start_button.setEnabled(True)
@@ -302,7 +317,8 @@ class TrainPanel(QWidget):
         try:
             if resume:
                 cfg = RunConfig.load(self.opened_run / CONFIG_FILE)
-                cfg.epochs = self.epochs.value()  # the settings a resumed run may change: length and device
+                if cfg.minutes is None:  # the settings a resumed run may change: epochs and device;
+                    cfg.epochs = self.epochs.value()  # a time-budgeted run keeps its saved plan
                 cfg.device = self.device.currentData()[0]
                 run_dir = self.opened_run
             else:
@@ -377,6 +393,7 @@ class TrainPanel(QWidget):
         self.progress_label.setText("Not started")
         for plot in (self.loss_plot, self.lr_plot, self.speed_plot):
             plot.enableAutoRange(x=True)
+        self._x_total = 0
         stamp = time.strftime("%Y%m%d-%H%M%S")
         name = Path(self.data_dir).name if self.data_dir else "run"
         self.run_dir.setText(str(self.runs_root / f"{name}-{stamp}"))
@@ -393,14 +410,16 @@ class TrainPanel(QWidget):
 
     def _set_running(self, running: bool) -> None:
         resume_mode = self.opened_run is not None and last_checkpoint(self.opened_run).exists() and not running
-        self.start_button.setEnabled(not running and (bool(self.data_dir) or resume_mode))
+        spent = (resume_mode and self.length.is_minutes() and self.history.finished is not None
+                 and self.history.finished.status == "completed")  # a finished budget: nothing to resume
+        self.start_button.setEnabled(not running and not spent and (bool(self.data_dir) or resume_mode))
         self.start_button.setText("Resume training" if resume_mode else "Start training")
         self.pause_button.setEnabled(running)
         self.stop_button.setEnabled(running)
         self.new_button.setEnabled(not running)
         for widget in self.settings_widgets:
             widget.setEnabled(not running and not resume_mode)
-        self.epochs.setEnabled(not running)
+        self.length.set_locked(running, resume_mode)
         self.device.setEnabled(not running)  # a checkpoint resumes on any device and number of GPUs
         self.run_state_changed.emit(running)
         self.settings_locked.emit(running or resume_mode)
@@ -439,8 +458,9 @@ class TrainPanel(QWidget):
             state = "resumable" if last_checkpoint(run_dir).exists() else "finished"
             if last_checkpoint(run_dir).exists():
                 done = self.history.finished is not None and self.history.finished.status == "completed"
-                self.append_log("Run complete: raise Epochs and press Resume to train longer." if done
-                                else "Press Resume to continue this run from its last checkpoint.")
+                self.append_log("Press Resume to continue this run from its last checkpoint." if not done else
+                                "Run complete: raise Epochs and press Resume to train longer." if cfg.minutes is None
+                                else f"Run complete: its {format_minutes(cfg.minutes)} min budget is spent.")
         self._set_running(False)
         if live:
             self.start_button.setEnabled(False)
@@ -460,13 +480,11 @@ class TrainPanel(QWidget):
     # ---- events → widgets ---------------------------------------------------------------------
     @Slot(list)
     def on_events(self, events: list) -> None:
+        planned = self.history.plan is not None  # a plan already logged for this session of the run
         self.history.extend(events)
         for event in events:
             if isinstance(event, RunStarted):
-                for plot in (self.loss_plot, self.lr_plot, self.speed_plot):
-                    # The step axis spans the whole run from the start: it stays put (and cached).
-                    plot.enableAutoRange(x=False)
-                    plot.setXRange(0, max(1, event.total_steps), padding=0.02)
+                planned = False
                 self.append_log(f"Training {event.backbone} on {event.device}: {event.n_images} images, "
                                 f"{event.steps_per_epoch} steps per epoch"
                                 + (", images cached in RAM" if event.cached else ", streaming from disk"))
@@ -474,7 +492,17 @@ class TrainPanel(QWidget):
                 self.append_log(f"Epoch {event.epoch + 1}: loss {event.loss:.4f} · {event.seconds:.1f} s · "
                                 f"{event.images_per_s:.0f} images/s")
             elif isinstance(event, EvalEvent):
-                self.append_log(f"Epoch {event.epoch + 1}: kNN accuracy {event.knn_accuracy:.3f}")
+                base = self.history.baseline
+                self.append_log(f"Epoch {event.epoch + 1}: kNN accuracy {event.knn_accuracy:.3f}"
+                                + (f" (raw pixels {base.knn_accuracy:.3f})" if base is not None else ""))
+            elif isinstance(event, BaselineEvent):
+                self.append_log(f"Baseline: {event.features} kNN {event.knn_accuracy:.3f} "
+                                f"(k={event.k}, {event.n_images:,} images)")
+            elif isinstance(event, PlanEvent) and not planned:  # it re-plans every epoch: log the first
+                planned = True
+                self.append_log(f"Planned {event.total_steps:,} steps ({event.warmup_steps:,} warm-up) for the "
+                                f"{format_minutes(event.budget_s / 60)} min budget at {event.seconds_per_step:.3f} s "
+                                "per step")
             elif isinstance(event, CheckpointEvent) and event.reason == "stop":
                 self.append_log(f"Checkpoint saved: {event.path}")
             elif isinstance(event, LogEvent):
@@ -499,20 +527,11 @@ class TrainPanel(QWidget):
 
     def _update_progress(self) -> None:
         step = self.history.last_step
-        total = self.history.total_steps or 1
         if step is None:
             return
-        self.progress.setRange(0, total)
+        text, maximum = progress_text(self.history, self.length.budget(), self.epochs.value())
+        self.progress.setRange(0, maximum)
         self.progress.setValue(step.global_step)
-        if self.history.paused:
-            text = "Paused"
-        elif self.history.finished is not None:
-            text = f"{self.history.finished.status.capitalize()} · step {step.global_step:,} of {total:,}"
-        else:
-            started = self.history.started
-            epochs = total // started.steps_per_epoch if started and started.steps_per_epoch else self.epochs.value()
-            text = (f"Epoch {step.epoch + 1} of {epochs} · step {step.global_step:,} of {total:,} · "
-                    f"{step.images_per_s:,.0f} images/s · ETA {format_seconds(step.eta_s)}")
         self.progress_label.setText(text)
 
     def _schedule_plots(self, now: bool = False) -> None:
@@ -536,12 +555,15 @@ class TrainPanel(QWidget):
         self.loss_smooth.setData(steps, smooth_ema(loss, weight))
         self.lr_curve.setData(steps, lr)
         self.speed_curve.setData(steps, speed)
+        if h.total_steps and h.total_steps != self._x_total:
+            # The step axis spans the whole (planned) run: it stays put (and cached) until the plan changes.
+            self._x_total = h.total_steps
+            for plot in (self.loss_plot, self.lr_plot, self.speed_plot):
+                plot.enableAutoRange(x=False)
+                plot.setXRange(0, max(1, h.total_steps), padding=0.02)
         for plot, values in ((self.loss_plot, loss), (self.lr_plot, lr), (self.speed_plot, speed)):
             self._fit_y(plot, values)
-        knn = (tuple(h.knn_epochs), tuple(h.knn_accuracy))
-        if knn != self._knn_shown:  # once an epoch at most: leave that plot's paint cache alone otherwise
-            self._knn_shown = knn
-            self.knn_curve.setData(np.asarray(knn[0], dtype=np.float64), np.asarray(knn[1], dtype=np.float64))
+        self.knn.update(h)
 
     @staticmethod
     def _fit_y(plot, values: np.ndarray) -> None:

@@ -22,7 +22,7 @@ from typing import Callable
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from simclr_studio.config import RunConfig
-from simclr_studio.data import DataError, scan_folder
+from simclr_studio.data import DataError, ScanResult, looks_grayscale, scan_folder, typical_side
 from simclr_studio.events import EVENTS_FILE, ErrorEvent, Event, RunFinished, event_from_dict, follow_events
 
 UI_INTERVAL_MS = 66  # ~15 Hz
@@ -81,7 +81,9 @@ class TrainJob(QObject):
         if self.nproc > 1:
             args += ["--nproc", str(self.nproc)]
         if self.resuming:
-            return train_command() + args + ["--resume", "--epochs", str(self.cfg.epochs), "--device", self.cfg.device]
+            # A time-budgeted run resumes with its saved plan; an epochs run may have been lengthened.
+            length = ["--epochs", str(self.cfg.epochs)] if self.cfg.minutes is None else []
+            return train_command() + args + ["--resume", *length, "--device", self.cfg.device]
         fd, request = tempfile.mkstemp(prefix="simclr-studio-run-", suffix=".json")
         os.close(fd)
         self._request = Path(request)
@@ -300,8 +302,14 @@ class ScanJob(ProgressJob):
 
     def __init__(self, folder: str | Path, parent: QObject | None = None):
         self.folder = str(folder)
-        super().__init__(lambda progress, should_stop: scan_folder(self.folder, progress=progress,
-                                                                   should_stop=should_stop), "scan", parent)
+        self.facts = (64, False)  # (typical side, grayscale) of the images: what the default recipe needs
+        super().__init__(self._scan, "scan", parent)
+
+    def _scan(self, progress, should_stop) -> ScanResult:
+        scan = scan_folder(self.folder, progress=progress, should_stop=should_stop)
+        if len(scan):  # a few header reads and small decodes, here rather than on the GUI thread
+            self.facts = (typical_side(scan.paths), looks_grayscale(scan.paths))
+        return scan
 
 
 class _Task(QRunnable):

@@ -68,6 +68,7 @@ def main() -> None:
     window.augment_panel.controls["mask_fill"].setCurrentText("noise")
     shot("augment")
     window.tabs.setCurrentWidget(window.train_panel)
+    window.train_panel.length.set_minutes_mode(False)  # a 30-epoch run in the screenshot
     window.train_panel.epochs.setValue(30)
     window.train_panel.start()
     wait(args.train_seconds)

@@ -81,6 +81,7 @@ class Trainer:
         self._log: EventLog | None = None
         self.status = "created"
         self.budget: TimeBudget | None = None  # set in run() when the config has a time budget
+        self._knn_cost, self._knn_end = 0.0, 0.0  # the last online kNN's duration and end (perf_counter)
 
     # ---- control (thread-safe; called from the GUI thread or a signal handler) -------------
     def pause(self) -> None:
@@ -371,8 +372,10 @@ class Trainer:
                 return "stopped"
             self.emit(EpochEvent(epoch=epoch, loss=float(np.mean(losses)) if losses else float("nan"), seconds=seconds,
                                  images_per_s=len(losses) * cfg.batch_size * self.world_size / max(seconds, 1e-9)))
-            if knn_set is not None and (epoch + 1) % cfg.eval_every == 0:
+            if knn_set is not None and (epoch + 1) % cfg.eval_every == 0 and self._knn_due(global_step):
+                knn_start = time.perf_counter()
                 self._online_knn(model, knn_set, len(scan.classes), device, epoch)
+                self._knn_cost, self._knn_end = time.perf_counter() - knn_start, time.perf_counter()
             self._checkpoint(model, optimizer, scaler, epoch + 1, 0, global_step, "epoch")
             self._position = (epoch + 1, global_step)
             if self.budget is not None:
@@ -382,6 +385,13 @@ class Trainer:
             epoch += 1
         self._barrier()
         return "completed"
+
+    def _knn_due(self, global_step: int) -> bool:
+        """Every eval_every epochs; under a time budget also at most 5 % of the time (short epochs
+        would otherwise spend the user's minutes on measuring), and always at the end."""
+        if self.budget is None or global_step >= self.total_steps or self._knn_cost == 0.0:
+            return True
+        return time.perf_counter() - self._knn_end >= 19 * self._knn_cost
 
     def _plan_budget(self, step_times: list[float], global_step: int, steps_per_epoch: int) -> None:
         """Lay the schedule over the time budget: after the first step, after the calibration steps

@@ -48,15 +48,36 @@ def test_fmnist_benchmark_runs(tmp_path):
     if not DEFAULT_DIR.exists():
         pytest.skip(f"Fashion-MNIST is not installed; {INSTALL_HINT}")
     out = tmp_path / "fmnist.json"
-    result = run_script("benchmarks/fmnist.py", "--limit-train", "600", "--limit-test", "200", "--epochs", "1",
+    result = run_script("benchmarks/fmnist.py", "--limit-train", "600", "--limit-test", "200", "--minutes", "0.15",
                         "--work", str(tmp_path / "work"), "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert [r["features"] for r in data["results"]] == ["raw pixels", "random encoder", "SimCLR"]
     assert all(0 <= r["knn"] <= 1 and 0 <= r["linear"] <= 1 for r in data["results"])
-    assert data["n_train"] == 600 and data["n_test"] == 200 and data["config"]["optimizer"] == "adamw"
+    assert data["n_train"] == 600 and data["n_test"] == 200
+    assert data["config"]["optimizer"] == "adamw" and data["config"]["minutes"] == 0.15  # the CPU recipe
     assert data["targets"] == {}  # a smoke run is not judged against the preset's targets
+    assert data["seconds"]["budget"] == 9.0 and data["training"]["epochs"] >= 1
     assert "SimCLR over the best baseline" in result.stdout
+
+
+def test_colour_benchmark_runs(tmp_path):
+    import shutil
+
+    import pytest
+
+    if shutil.which("npm") is None:
+        pytest.skip("the colour benchmark fetches its images with npm")
+    out = tmp_path / "colour.json"
+    result = run_script("benchmarks/colour.py", "--limit-train", "300", "--limit-test", "90", "--minutes", "0.15",
+                        "--work", str(tmp_path / "work"), "--out", str(out))
+    if result.returncode != 0 and "npm" in result.stderr and "registry" in result.stderr.lower():
+        pytest.skip("the npm registry could not be reached")
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert [r["features"] for r in data["results"]] == ["raw pixels", "random encoder", "SimCLR"]
+    assert data["results"][0]["dim"] == 3 * 32 * 32 and data["config"]["image_size"] == 32
+    assert data["targets"] == {} and "SimCLR over the best baseline" in result.stdout
 
 
 def test_throughput_benchmark_runs(tmp_path):

@@ -40,7 +40,7 @@ def test_end_to_end_on_the_demo_folder(capsys, tmp_path):
     code, out, err = run_cli(capsys, "embed", run, DEMO, "--out", tmp_path / "f.npz", "--quiet")
     assert code == 0, err
     data = np.load(tmp_path / "f.npz")
-    assert data["features"].shape == (600, 256) and len(set(data["labels"].tolist())) == 10
+    assert data["features"].shape == (600, 128) and len(set(data["labels"].tolist())) == 10
     code, out, err = run_cli(capsys, "embed", run, DEMO, "--out", tmp_path / "f.csv", "--map", "pca", "--quiet")
     assert code == 0 and "pca map" in out, err
     header = (tmp_path / "f.csv").read_text().splitlines()[0]

@@ -63,8 +63,8 @@ def suggest(facts: FolderFacts, device_type: str = "cpu", minutes: float | None 
     batch = 256
     while batch > 16 and batch > facts.n_images // 4:
         batch //= 2  # at least a few steps per epoch on small folders
-    reasons["batch_size"] = f"{batch}: {'the largest power of two up to 256 that' if batch < 256 else '256'}" + \
-        (" leaves four steps per epoch" if batch < 256 else "")
+    reasons["batch_size"] = (f"batch {batch}" + (": halved from 256 until the folder gives four steps per epoch"
+                                                  if batch < 256 else ""))
 
     if gpu:
         optimizer, lr, weight_decay = "lars", 0.075 * math.sqrt(batch), 1e-6

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from colour_data import build
-from quality import report, score, train, write
+from quality import PROTOCOL, describe_run, print_times, report, score, train, write
 
 TARGETS = {"knn_margin": 0.05}
 
@@ -38,7 +38,7 @@ def main() -> None:
     wall_start = time.perf_counter()
 
     from simclr_studio.data import looks_grayscale, scan_folder, typical_side
-    from simclr_studio.device import amp_dtype, resolve_device
+    from simclr_studio.device import resolve_device
     from simclr_studio.recipe import FolderFacts, apply_overrides, suggest
 
     start = time.perf_counter()
@@ -68,16 +68,13 @@ def main() -> None:
 
     smoke = bool(args.limit_train or args.limit_test or args.set or args.minutes != 10.0)
     targets = {} if smoke else TARGETS
-    title = (f"Emoji (9 categories), {cfg.backbone}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.optimizer} "
-             f"lr {cfg.lr:g}, τ {cfg.temperature}, {args.minutes:g} min ({run_facts['epochs']} epochs), "
-             f"{amp_dtype(device) or 'fp32'} on {device}")
+    title = "Emoji (9 categories), " + describe_run(cfg, args.minutes, run_facts["epochs"], device)
     margins, missed = report(title, rows, targets)
-    print(f"time: prepare {prepare_s:.0f} s, train {train_s:.0f} s (budget {args.minutes * 60:.0f} s), "
-          f"evaluate {eval_s:.0f} s, total {total_s / 60:.1f} min")
+    print_times(prepare_s, train_s, args.minutes * 60, eval_s, total_s)
     write(args.out or Path(__file__).parent / "results" / "colour-default.json",
           dataset="emoji-datasource 16.0.0, 9 Unicode categories, 32 px", overrides=args.set, device=str(device),
           config=cfg.to_dict(), n_train=len(train_scan), n_test=len(test_scan),
-          protocol="kNN k=200 cosine tau=0.1 (bank = train features); logistic regression on standardised features",
+          protocol=PROTOCOL,
           results=rows, margin_over_best_baseline=margins, targets=targets, missed=missed, training=run_facts,
           seconds={"prepare": prepare_s, "train": train_s, "budget": args.minutes * 60, "evaluate": eval_s,
                    "total": total_s}, run_dir=str(run_dir))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quality import report, score, train, write
+from quality import PROTOCOL, describe_run, print_times, report, score, train, write
 
 PRESETS = {"default": {"device": "cpu", "minutes": 20.0}, "gpu": {"device": "cuda", "minutes": 20.0}}
 TARGETS = {"default": {"knn": 0.85, "linear": 0.89}}
@@ -106,16 +106,14 @@ def main() -> None:
 
     smoke = bool(args.limit_train or args.limit_test or args.minutes or args.set)
     targets = {} if smoke else TARGETS.get(args.preset, {})
-    title = (f"Fashion-MNIST, official split, preset {args.preset}: {cfg.backbone}, {cfg.image_size} px, batch "
-             f"{cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, τ {cfg.temperature}, {preset['minutes']:g} min "
-             f"({facts['epochs']} epochs), {amp_dtype(device) or 'fp32'} on {device}")
+    title = (f"Fashion-MNIST, official split, preset {args.preset}: "
+             + describe_run(cfg, preset["minutes"], facts["epochs"], device))
     margins, missed = report(title, rows, targets)
-    print(f"time: prepare {prepare_s:.0f} s, train {train_s:.0f} s (budget {preset['minutes'] * 60:.0f} s), "
-          f"evaluate {eval_s:.0f} s, total {total_s / 60:.1f} min")
+    print_times(prepare_s, train_s, preset["minutes"] * 60, eval_s, total_s)
     write(args.out or Path(__file__).parent / "results" / f"fmnist-{args.preset}.json",
           preset=args.preset, overrides=args.set, device=str(device), autocast=str(amp_dtype(device) if cfg.amp else None),
           config=cfg.to_dict(), n_train=len(train_x), n_test=len(test_x),
-          protocol="kNN k=200 cosine tau=0.1 (bank = train features); logistic regression on standardised features",
+          protocol=PROTOCOL,
           results=rows, margin_over_best_baseline=margins, targets=targets, missed=missed, training=facts,
           seconds={"prepare": prepare_s, "train": train_s, "budget": preset["minutes"] * 60, "evaluate": eval_s,
                    "total": total_s}, run_dir=str(run_dir))

@@ -20,6 +20,22 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
+PROTOCOL = "kNN k=200 cosine tau=0.1 (bank = train features); logistic regression on standardised features"
+
+
+def describe_run(cfg, minutes: float, epochs: int, device) -> str:
+    """The recipe's main choices and the run's length, for a table's title."""
+    from simclr_studio.device import amp_dtype
+
+    return (f"{cfg.backbone}, {cfg.image_size} px, batch {cfg.batch_size}, {cfg.optimizer} lr {cfg.lr:g}, "
+            f"τ {cfg.temperature}, {minutes:g} min ({epochs} epochs), {amp_dtype(device) or 'fp32'} on {device}")
+
+
+def print_times(prepare_s: float, train_s: float, budget_s: float, eval_s: float, total_s: float) -> None:
+    print(f"time: prepare {prepare_s:.0f} s, train {train_s:.0f} s (budget {budget_s:.0f} s), "
+          f"evaluate {eval_s:.0f} s, total {total_s / 60:.1f} min")
+
+
 def evaluate(name: str, train_f: np.ndarray, train_y: np.ndarray, test_f: np.ndarray, test_y: np.ndarray,
              n_classes: int) -> dict:
     from simclr_studio.evaluate import knn_accuracy, linear_probe_accuracy

@@ -267,7 +267,7 @@ class CacheLayout:
     whole: bool
 
     def bytes_per_image(self) -> int:
-        return 3 * self.stored * self.stored
+        return cache_bytes(1, self.stored)
 
 
 def plan_cache_layout(image_size: int, typical_side: int, budget_bytes: float | None = None,

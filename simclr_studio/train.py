@@ -22,8 +22,8 @@ from simclr_studio.augment import centre_view, make_views, normalize, step_gener
 from simclr_studio.budget import CALIBRATION_STEPS, TimeBudget
 from simclr_studio.checkpoint import CheckpointError, atomic_copy, atomic_torch_save, load_training_checkpoint
 from simclr_studio.config import ConfigError, RunConfig
-from simclr_studio.data import (BatchSource, DataError, ScanResult, decode_cache, plan_cache_layout, scan_folder,
-                                typical_side, without_failures)
+from simclr_studio.data import (BatchSource, DataError, ScanResult, decode_cache, fits_in_ram, plan_cache_layout,
+                                scan_folder, typical_side, without_failures)
 from simclr_studio.device import amp_dtype, describe, resolve_device
 from simclr_studio.evaluate import extract_features, iter_batches, knn_sample, leave_one_out_knn, raw_pixel_features
 from simclr_studio.events import (BaselineEvent, CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, Event, EventLog,
@@ -118,10 +118,11 @@ class Trainer:
         BatchSource.check_batch_size(len(scan), cfg.batch_size, self.world_size)  # fail before a long decode
         # Every process keeps its own cache: the budget is shared by the processes on this machine.
         local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.world_size > 1 else 1
-        budget = cfg.cache_ram_gb / local_procs * (1 << 30)
-        layout = plan_cache_layout(cfg.image_size, typical_side(scan.paths), budget, len(scan))
+        budget_gb = cfg.cache_ram_gb / local_procs
+        side = typical_side(scan.paths)
+        layout = plan_cache_layout(cfg.image_size, side, budget_gb * (1 << 30), len(scan))
         cache = extents = None
-        if len(scan) * layout.bytes_per_image() <= budget:
+        if fits_in_ram(len(scan), layout.stored, budget_gb):
             cache, extents, failures = decode_cache(
                 scan.paths, layout,
                 progress=lambda d, t: self.emit(PrepareProgress(stage="decode", done=d, total=t)),
@@ -131,7 +132,7 @@ class Trainer:
                 extents = without_failures(extents, failures) if extents is not None else None
                 scan = scan.drop(failures)
         else:  # streamed: whole images too, at the training size's cache scale
-            layout = plan_cache_layout(cfg.image_size, typical_side(scan.paths))
+            layout = plan_cache_layout(cfg.image_size, side)
         if layout.whole:
             self.emit(LogEvent(message=f"crops are cut from whole images with their shorter side at {layout.side} px"))
         for skipped in scan.skipped:

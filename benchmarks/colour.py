@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from colour_data import build
 from quality import PROTOCOL, describe_run, print_times, report, score, train, write
 

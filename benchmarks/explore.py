@@ -139,7 +139,7 @@ def case(name: str, n: int, cache: Path) -> dict:
         view.set_points(coords, groups, [f"class {i}" for i in range(10)])
         app.processEvents()
         times = []
-        for step in range(20):  # pan across the map: every frame redraws all points
+        for _step in range(20):  # pan across the map: every frame redraws all points
             view.view.translateBy(x=0.01 * np.ptp(coords[:, 0]))
             start = time.perf_counter()
             view.viewport().repaint()
@@ -198,7 +198,8 @@ def main() -> None:
         r = results[-1]
         value = (f"{r['images_per_s']:.0f} images/s" if name == "extract" else
                  f"{r['query_ms_median']:.2f} ms (max {r['query_ms_max']:.2f})" if name == "neighbours" else
-                 f"{r['redraw_ms_median']:.0f} ms redraw, {r['pick_ms_median']:.2f} ms pick" if name == "map_redraw" else
+                 f"{r['redraw_ms_median']:.0f} ms redraw, {r['pick_ms_median']:.2f} ms pick"
+                 if name == "map_redraw" else
                  f"{r['seconds']:.2f} s")
         print(f"{name:<11}{n:>10,}  {value:<34} peak RSS {r['peak_rss_mb']:>7.0f} MB (+{r['peak_rise_mb']:.0f})",
               flush=True)

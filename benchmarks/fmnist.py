@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from quality import PROTOCOL, describe_run, print_times, report, score, train, write
 
 PRESETS = {"default": {"device": "cpu", "minutes": 20.0}, "gpu": {"device": "cuda", "minutes": 20.0}}
@@ -70,7 +69,7 @@ def main() -> None:
         train_x, train_y = load_split("train")
         test_x, test_y = load_split("test")
     except FileNotFoundError:
-        raise SystemExit(f"Fashion-MNIST not found in {DEFAULT_DIR}; {INSTALL_HINT}")
+        raise SystemExit(f"Fashion-MNIST not found in {DEFAULT_DIR}; {INSTALL_HINT}") from None
     if args.limit_train:
         train_x, train_y = train_x[: args.limit_train], train_y[: args.limit_train]
     if args.limit_test:
@@ -83,8 +82,8 @@ def main() -> None:
     train_dir = write_png_folder(train_x, args.work / f"train-{tag}")
     test_dir = write_png_folder(test_x, args.work / f"test-{tag}")
     prepare_s = time.perf_counter() - start
-    print(f"Fashion-MNIST: {len(train_x):,} training images (unlabeled folder {train_dir}), {len(test_x):,} test images; "
-          f"prepared in {prepare_s:.0f} s", flush=True)
+    print(f"Fashion-MNIST: {len(train_x):,} training images (unlabeled folder {train_dir}), "
+          f"{len(test_x):,} test images; prepared in {prepare_s:.0f} s", flush=True)
 
     # 2. The default recipe for that folder, as the app and `simclr-studio train` choose it.
     preset = dict(PRESETS[args.preset], **{k: v for k, v in (("minutes", args.minutes), ("device", args.device)) if v})
@@ -111,7 +110,8 @@ def main() -> None:
     margins, missed = report(title, rows, targets)
     print_times(prepare_s, train_s, preset["minutes"] * 60, eval_s, total_s)
     write(args.out or Path(__file__).parent / "results" / f"fmnist-{args.preset}.json",
-          preset=args.preset, overrides=args.set, device=str(device), autocast=str(amp_dtype(device) if cfg.amp else None),
+          preset=args.preset, overrides=args.set, device=str(device),
+          autocast=str(amp_dtype(device) if cfg.amp else None),
           config=cfg.to_dict(), n_train=len(train_x), n_test=len(test_x),
           protocol=PROTOCOL,
           results=rows, margin_over_best_baseline=margins, targets=targets, missed=missed, training=facts,

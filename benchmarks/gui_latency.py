@@ -1,12 +1,14 @@
 """App responsiveness: event-loop stalls while the window scans and trains, and what the window costs.
 
-    QT_QPA_PLATFORM=offscreen python benchmarks/gui_latency.py [--epochs 10] [--repeats 6] [--out benchmarks/results/gui_latency.json]
+    QT_QPA_PLATFORM=offscreen python benchmarks/gui_latency.py \\
+        [--epochs 10] [--repeats 6] [--out benchmarks/results/gui_latency.json]
 
 A 5 ms QTimer runs on the GUI thread while the window scans, opens a large folder, and trains (in
 separate runs); every gap between its ticks beyond the interval is a stall (the event loop could not
 run). The same training config runs through the command line (`simclr-studio train`, window hidden) and
-inside the window (which trains in the same kind of child process), in pairs without the timer; the median paired throughput ratio is the UI's cost, and
-the GUI thread's own CPU time is reported beside it. Training: the bundled demo folder.
+inside the window (which trains in the same kind of child process), in pairs without the timer; the
+median paired throughput ratio is the UI's cost, and the GUI thread's own CPU time is reported beside it.
+Training: the bundled demo folder.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from pathlib import Path
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 class StallMeter:
@@ -76,12 +78,11 @@ def main() -> None:
     args = parser.parse_args()
 
     from PySide6.QtCore import QSettings
-    from PySide6.QtWidgets import QApplication
 
     from simclr_studio.config import RunConfig
+    from simclr_studio.events import read_events
     from simclr_studio.gui.app import build_window, create_app
     from simclr_studio.paths import resource
-    from simclr_studio.events import read_events
 
     demo = resource("demo")
     tmp = Path(tempfile.mkdtemp(prefix="gui-latency-"))
@@ -200,7 +201,7 @@ def main() -> None:
     for attempt in range(args.stall_runs):
         window_run(f"stall{attempt}", metered=True)
     train_stalls = {"runs": runs, "max_ms": max(r["max_ms"] for r in runs), "p99_ms": max(r["p99_ms"] for r in runs)}
-    paired = [g / h for g, h in zip(gui_rates, headless_rates)]
+    paired = [g / h for g, h in zip(gui_rates, headless_rates, strict=True)]
     in_window = float(np.median(gui_rates))
     headless = float(np.median(headless_rates))
     window.close()

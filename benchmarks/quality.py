@@ -90,13 +90,13 @@ def score(cfg, run_dir: Path, train_paths: list[str], train_y: np.ndarray, test_
     """Rows for raw pixels, the random encoder and the trained encoder (in that order)."""
     import torch
 
+    from simclr_studio.config import RunConfig
     from simclr_studio.data import decode_all
     from simclr_studio.device import resolve_device
     from simclr_studio.evaluate import features_for_paths, raw_pixel_features
     from simclr_studio.model import build_model
-    from simclr_studio.runs import load_run
-    from simclr_studio.config import RunConfig
     from simclr_studio.train import resolve_config
+    from simclr_studio.trained import load_trained
 
     device = resolve_device(cfg.device)
     size = cfg.image_size
@@ -108,7 +108,7 @@ def score(cfg, run_dir: Path, train_paths: list[str], train_y: np.ndarray, test_
         return raw_pixel_features(images)
 
     rows = [evaluate("raw pixels", raw(train_paths), train_y, raw(test_paths), test_y, n_classes)]
-    trained = load_run(run_dir, device=str(device)).model.backbone
+    trained = load_trained(run_dir, device=str(device)).model.backbone
     torch.manual_seed(cfg.seed)  # the same initialisation the run started from
     random_init = build_model(resolve_config(RunConfig.from_dict(cfg.to_dict()), device)).backbone.to(device)
     for name, backbone in (("random encoder", random_init), ("SimCLR", trained)):

@@ -27,12 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from simclr_studio.augment import make_views, normalize, step_generator  # noqa: E402
-from simclr_studio.config import AugmentConfig, RunConfig  # noqa: E402
-from simclr_studio.evaluate import extract_features, iter_batches, knn_accuracy  # noqa: E402
-from simclr_studio.loss import nt_xent  # noqa: E402
-from simclr_studio.model import build_model  # noqa: E402
-from simclr_studio.optim import build_optimizer, lr_at, set_lr  # noqa: E402
+from simclr_studio.augment import make_views, normalize, step_generator
+from simclr_studio.config import AugmentConfig, RunConfig
+from simclr_studio.evaluate import extract_features, iter_batches, knn_accuracy
+from simclr_studio.loss import nt_xent
+from simclr_studio.model import build_model
+from simclr_studio.optim import build_optimizer, lr_at, set_lr
 
 torch.set_num_threads(int(os.environ.get("TRIAL_THREADS", "2")))
 
@@ -83,7 +83,8 @@ def trial(data, images: int, run: dict, aug: dict, seed: int = 0, bank: int = 20
                 break
             set_lr(optimizer, lr_at(step, steps, warmup, base_lr))
             with torch.no_grad():
-                v1, v2 = make_views(tx[order[first:first + cfg.batch_size]], cfg.augment, size, step_generator(seed, step))
+                v1, v2 = make_views(tx[order[first:first + cfg.batch_size]], cfg.augment, size,
+                                    step_generator(seed, step))
                 views = normalize(torch.cat((v1, v2))).contiguous(memory_format=torch.channels_last)
             _, z = model(views)
             loss = nt_xent(*z.float().chunk(2), cfg.temperature)

@@ -60,19 +60,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from simclr_studio.augment import make_views, normalize, step_generator  # noqa: E402
-from simclr_studio.config import RunConfig  # noqa: E402
-from simclr_studio.data import (BatchSource, CacheLayout, decode_cache, plan_cache_layout, scan_folder,  # noqa: E402
-                                typical_side)
-from simclr_studio.device import amp_dtype, resolve_device  # noqa: E402
-from simclr_studio.events import StepEvent  # noqa: E402
-from simclr_studio.loss import nt_xent  # noqa: E402
-from simclr_studio.model import build_model  # noqa: E402
-from simclr_studio.optim import build_optimizer  # noqa: E402
-from simclr_studio.recipe import FolderFacts, suggest  # noqa: E402
-from simclr_studio.train import Trainer  # noqa: E402
+from simclr_studio.augment import make_views, normalize, step_generator
+from simclr_studio.config import RunConfig
+from simclr_studio.data import BatchSource, CacheLayout, decode_cache, plan_cache_layout, scan_folder, typical_side
+from simclr_studio.device import amp_dtype, resolve_device
+from simclr_studio.events import StepEvent
+from simclr_studio.loss import nt_xent
+from simclr_studio.model import build_model
+from simclr_studio.optim import build_optimizer
+from simclr_studio.recipe import FolderFacts, suggest
+from simclr_studio.train import Trainer
 
 CASES = ("gray", "colour")
 TARGET_A_OVER_C = 1.2
@@ -233,7 +232,7 @@ def measure_compute_only(case: Case, warmup: int, steps: int, device, dtype, cl:
                          layout=case.layout, extents=case.extents)  # the Trainer's batches of epoch 0
     views = []
     with torch.no_grad():
-        for i, (batch, extents) in zip(range(warmup + steps), source.batches_with_extents(0)):
+        for i, (batch, extents) in zip(range(warmup + steps), source.batches_with_extents(0), strict=False):
             v1, v2 = make_views(batch.to(device), cfg.augment, cfg.image_size, step_generator(cfg.seed, i, device),
                                 extents)
             x = normalize(torch.cat((v1, v2), 0))
@@ -336,7 +335,7 @@ def loss_agreement(temperature: float) -> dict:
         grads_theirs = torch.autograd.grad(theirs, (z1, z2))
         worst["max_abs_value_diff"] = max(worst["max_abs_value_diff"], abs(float((ours - theirs).detach())))
         worst["max_abs_grad_diff"] = max(worst["max_abs_grad_diff"], max(
-            float((a - b).abs().max()) for a, b in zip(grads_ours, grads_theirs)))
+            float((a - b).abs().max()) for a, b in zip(grads_ours, grads_theirs, strict=True)))
         worst[f"value_n{n}"] = float(ours.detach())
     return worst
 

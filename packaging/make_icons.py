@@ -11,9 +11,9 @@ from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
-from PySide6.QtCore import QRectF, Qt  # noqa: E402
-from PySide6.QtGui import QGuiApplication, QImage, QPainter  # noqa: E402
-from PySide6.QtSvg import QSvgRenderer  # noqa: E402
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QGuiApplication, QImage, QPainter
+from PySide6.QtSvg import QSvgRenderer
 
 ICONS = Path(__file__).resolve().parent.parent / "resources" / "icons"
 SIZES = (16, 24, 32, 48, 64, 128, 256, 512)
@@ -30,7 +30,7 @@ def render(renderer: QSvgRenderer, size: int) -> QImage:
 
 
 def main() -> int:
-    app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])  # noqa: F841 (Qt needs it)
+    _app = QGuiApplication.instance() or QGuiApplication(sys.argv[:1])  # Qt needs it alive while rendering
     renderer = QSvgRenderer(str(ICONS / "simclr-studio.svg"))
     if not renderer.isValid():
         print("cannot read the SVG icon", file=sys.stderr)

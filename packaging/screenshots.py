@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "resources" / "screenshots")
+    parser.add_argument("--out", type=Path,
+                        default=Path(__file__).resolve().parent.parent / "resources" / "screenshots")
     parser.add_argument("--train-seconds", type=float, default=25)
     parser.add_argument("--theme", default="light", choices=("light", "dark"))
     args = parser.parse_args()

@@ -15,7 +15,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from simclr_studio.fashion_mnist import CLASS_NAMES, DEFAULT_DIR, load_split  # noqa: E402
+from simclr_studio.fashion_mnist import CLASS_NAMES, DEFAULT_DIR, load_split
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
 
     images, labels = load_split("train", args.root)
     counts = {c: 0 for c in range(len(CLASS_NAMES))}
-    for index, (image, label) in enumerate(zip(images, labels)):
+    for index, (image, label) in enumerate(zip(images, labels, strict=True)):
         label = int(label)
         if counts[label] >= args.per_class:
             continue

@@ -141,36 +141,43 @@ def _launch_torchrun(nproc: int, argv: list[str]) -> int:
 
 def _train(args, ctx) -> int:
     from simclr_studio.config import RunConfig
-    from simclr_studio.events import (BaselineEvent, CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent,
-                                      PlanEvent, PrepareProgress, RunFinished, RunStarted, StepEvent)
-    from simclr_studio.train import CONFIG_FILE, Trainer, last_checkpoint
+    from simclr_studio.events import (
+        BaselineEvent,
+        CheckpointEvent,
+        EpochEvent,
+        ErrorEvent,
+        EvalEvent,
+        LogEvent,
+        PlanEvent,
+        PrepareProgress,
+        RunFinished,
+        RunStarted,
+        StepEvent,
+    )
+    from simclr_studio.run_folder import RunFolder, ignored_on_resume, resume_config
+    from simclr_studio.train import Trainer
 
     main_rank = ctx.rank == 0
     out = Path(args.out)
     if args.resume:
-        if not last_checkpoint(out).exists():
-            raise CliError(f"nothing to resume: no checkpoint at {last_checkpoint(out)}")
-        cfg = RunConfig.load(out / CONFIG_FILE)
-        if args.epochs is not None:
-            cfg.epochs = args.epochs  # extending a finished run is allowed
-            cfg.minutes = None
-        if args.device is not None:
-            cfg.device = args.device  # where it runs is not part of what it learns
-        ignored = [flag for flag, key in (("--batch-size", "batch_size"), ("--backbone", "backbone"), ("--minutes", "minutes"),
-                                          ("--image-size", "image_size"), ("--optimizer", "optimizer"), ("--lr", "lr"),
-                                          ("--temperature", "temperature"), ("--seed", "seed"), ("--config", "config"),
-                                          ("--weights", "weights"), ("--mask", "mask"))
-                   if getattr(args, key) is not None]
+        if not RunFolder(out).last_checkpoint.exists():
+            raise CliError(f"nothing to resume: no checkpoint at {RunFolder(out).last_checkpoint}")
+        cfg = resume_config(RunFolder(out).load_config(), epochs=args.epochs, device=args.device)
+        ignored = ["--" + name.replace("_", "-") for name in ignored_on_resume(
+            {key: getattr(args, key) for key in ("batch_size", "backbone", "minutes", "image_size", "optimizer",
+                                                 "lr", "temperature", "seed", "config", "weights", "mask")})]
         if (ignored or args.data_dir or args.demo) and main_rank:
             print(f"note: a resumed run keeps its saved config; ignoring {', '.join(ignored) or 'DATA_DIR'}",
                   file=sys.stderr)
     else:
         data_dir = str(demo_folder()) if args.demo else args.data_dir
+        if not data_dir and args.config:  # the config names its data folder (as the app's do)
+            data_dir = RunConfig.load(args.config).data_dir
         if not data_dir:
             raise CliError("DATA_DIR is required (or --demo for the bundled images)")
         if not Path(data_dir).is_dir():
             raise CliError(f"data folder not found: {data_dir}")
-        if last_checkpoint(out).exists():
+        if RunFolder(out).last_checkpoint.exists():
             raise CliError(f"{out} already holds a run; use --resume to continue it or choose another --out")
         cfg = _train_config(args, data_dir)
         cfg.data_dir = str(Path(data_dir).resolve())
@@ -242,30 +249,28 @@ def _train(args, ctx) -> int:
         elif isinstance(event, RunFinished) and bar is not None:
             bar.close()
 
-    pipe = None
-    if args.pipe:
-        # Driven by the app: events go to stdout as JSON lines (transient progress included) and
-        # everything printed for people goes to stderr; commands arrive on stdin.
-        # At the descriptor level: native code or a loader worker writing to fd 1 must not
-        # interleave with the event lines.
-        sys.stdout.flush()
-        pipe = os.fdopen(os.dup(1), "w", encoding="utf-8")
-        os.dup2(2, 1)
-        sys.stdout = sys.stderr
+    if args.link:
+        # Driven by the app (see training_link): events go to stdout as JSON lines (transient
+        # progress included), everything printed for people to stderr; commands arrive on stdin.
+        from simclr_studio.training_link import encode_event, open_event_pipe
+
+        pipe = open_event_pipe()
         quiet = True
         print_event = on_event
 
         def on_event(event):  # noqa: F811 (wraps the printer above)
             print_event(event)
             try:
-                pipe.write(json.dumps(event.to_dict()) + "\n")
+                pipe.write(encode_event(event))
                 pipe.flush()
             except (BrokenPipeError, ValueError, OSError):  # the app went away: keep training, stop below
                 trainer.stop()
 
     trainer = Trainer(cfg, out, on_event=on_event, resume=args.resume, rank=ctx.rank, world_size=ctx.world_size)
-    if args.pipe and main_rank:
-        _control_from_stdin(trainer)
+    if args.link and main_rank:
+        from simclr_studio.training_link import serve_commands
+
+        serve_commands(trainer)
 
     def on_signal(signum, frame):
         if main_rank:
@@ -283,40 +288,12 @@ def _train(args, ctx) -> int:
             signal.signal(sig, handler)
     if result == "failed":
         raise CliError(status["error"] or ("training failed" if main_rank else f"training failed on rank {ctx.rank}"))
-    resumable = result == "stopped" and last_checkpoint(out).exists()
+    resumable = result == "stopped" and RunFolder(out).last_checkpoint.exists()
     if main_rank:
         print(f"{result}: run folder {out}" + (f" (resume with: simclr-studio train --out {out} --resume)" if resumable else ""))
     if result == "stopped" and ctx.enabled:
         return 0  # under torchrun any other code counts as a crash and tears the other ranks down
     return 0 if result == "completed" else EXIT_FAILED if result == "failed" else 130
-
-
-def _control_from_stdin(trainer) -> None:
-    """Lines "pause", "resume" and "stop" on stdin control the run; end of input (the app closed
-    or crashed) stops it with a checkpoint, so nothing is lost."""
-    import threading
-
-    def read() -> None:
-        commands = {"pause": trainer.pause, "resume": trainer.resume_training, "stop": trainer.stop}
-        # Raw reads: iterating sys.stdin would hold its lock while blocked, and a DataLoader worker
-        # forked at that moment would hang for ever closing its copy of stdin.
-        pending = b""
-        while True:
-            try:
-                chunk = os.read(0, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                command = commands.get(line.decode(errors="replace").strip())
-                if command is not None:
-                    command()
-        trainer.stop()
-
-    threading.Thread(target=read, name="control", daemon=True).start()
 
 
 # ---- embed / eval / export --------------------------------------------------------------------
@@ -346,9 +323,9 @@ def _features(run, data_dir: str, batch_size: int, device: str, quiet: bool):
 
 def cmd_embed(args) -> int:
     from simclr_studio.export import save_embeddings
-    from simclr_studio.runs import load_run
+    from simclr_studio.trained import load_trained
 
-    run = load_run(args.run_dir, args.checkpoint)
+    run = load_trained(args.run_dir, args.checkpoint)
     scan, feats = _features(run, args.data_dir, args.batch_size, args.device, args.quiet)
     coords = None
     if args.map != "none":
@@ -363,9 +340,9 @@ def cmd_embed(args) -> int:
 
 def cmd_eval(args) -> int:
     from simclr_studio.evaluate import evaluate_features
-    from simclr_studio.runs import load_run
+    from simclr_studio.trained import load_trained
 
-    run = load_run(args.run_dir, args.checkpoint)
+    run = load_trained(args.run_dir, args.checkpoint)
     scan, feats = _features(run, args.data_dir, args.batch_size, args.device, args.quiet)
     if not scan.labeled:
         raise CliError(f"{args.data_dir} has no class subfolders: evaluation needs labels (one subfolder per class)")
@@ -385,7 +362,7 @@ def cmd_eval(args) -> int:
     print(f"checkpoint {run.checkpoint} (epoch {run.epoch})")
     print(report.format())
     if args.json:
-        from simclr_studio.checkpoint import atomic_write_text
+        from simclr_studio.atomic import atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps(report.__dict__, indent=2) + "\n")
     return 0
@@ -393,9 +370,9 @@ def cmd_eval(args) -> int:
 
 def cmd_export(args) -> int:
     from simclr_studio.export import export_weights
-    from simclr_studio.runs import load_run
+    from simclr_studio.trained import load_trained
 
-    run = load_run(args.run_dir, args.checkpoint)
+    run = load_trained(args.run_dir, args.checkpoint)
     if args.format == "onnx":
         try:
             import onnx  # noqa: F401
@@ -454,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train data-parallel in K processes on this machine (one per GPU) through torchrun; "
                         "for several machines run torchrun yourself (see the README)")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.add_argument("--pipe", action="store_true", help=argparse.SUPPRESS)  # the app's link: events out, commands in
+    t.add_argument("--link", action="store_true", help=argparse.SUPPRESS)  # the app's link: see training_link
     t.set_defaults(func=cmd_train)
 
     def run_args(p):

@@ -76,14 +76,14 @@ class AugmentConfig:
     blend_source: str = "noise"  # "noise": M is uniform noise; "image": M is another image of the batch
 
     @classmethod
-    def for_image_size(cls, image_size: int, **overrides: Any) -> "AugmentConfig":
+    def for_image_size(cls, image_size: int, **overrides: Any) -> AugmentConfig:
         """Paper defaults; for small images (≤64 px) colour strength 0.5 and no blur, as in the paper's CIFAR setup."""
         small = image_size <= 64
         base = cls(jitter_strength=0.5 if small else 1.0, blur_p=0.0 if small else 0.5)
         return dataclasses.replace(base, **overrides)
 
     @classmethod
-    def masking_only(cls) -> "AugmentConfig":
+    def masking_only(cls) -> AugmentConfig:
         """Only the masking augmentations (the method of the document this product grew from)."""
         return cls(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), flip_p=0.0, jitter_p=0.0,
                    grayscale_p=0.0, blur_p=0.0, mask_p=1.0, blend_p=0.5)
@@ -144,7 +144,7 @@ class RunConfig:
 
     @classmethod
     def suggested(cls, n_images: int, typical_side: int, device_type: str, grayscale: bool = False,
-                  minutes: float | None = None) -> "RunConfig":
+                  minutes: float | None = None) -> RunConfig:
         """The default recipe for a folder (see ``simclr_studio.recipe``)."""
         from simclr_studio.recipe import FolderFacts, suggest
 
@@ -209,7 +209,7 @@ class RunConfig:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, data: dict[str, Any]) -> RunConfig:
         """Build from JSON data, checking every key and type (a ConfigError names the bad one)."""
         if not isinstance(data, dict):
             raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
@@ -220,7 +220,7 @@ class RunConfig:
         return cls(augment=augment, **_build(cls, data))
 
     @classmethod
-    def load(cls, path: str | Path) -> "RunConfig":
+    def load(cls, path: str | Path) -> RunConfig:
         try:
             data = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
@@ -228,6 +228,6 @@ class RunConfig:
         return cls.from_dict(data)
 
     def save(self, path: str | Path) -> None:
-        from simclr_studio.checkpoint import atomic_write_text
+        from simclr_studio.atomic import atomic_write_text
 
         atomic_write_text(Path(path), self.to_json() + "\n")

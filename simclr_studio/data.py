@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -53,10 +53,10 @@ class ScanResult:
         return len(self.paths)
 
     def class_counts(self) -> dict[str, int]:
-        counts = np.bincount([l for l in self.labels if l >= 0], minlength=len(self.classes))
-        return {name: int(c) for name, c in zip(self.classes, counts)}
+        counts = np.bincount([label for label in self.labels if label >= 0], minlength=len(self.classes))
+        return {name: int(c) for name, c in zip(self.classes, counts, strict=True)}
 
-    def drop(self, bad: dict[int, str]) -> "ScanResult":
+    def drop(self, bad: dict[int, str]) -> ScanResult:
         """A copy without the given indices, which are added to ``skipped`` with their reasons."""
         keep = [i for i in range(len(self.paths)) if i not in bad]
         return ScanResult(
@@ -167,7 +167,8 @@ def scan_folder(
             if not path.exists():
                 result.skipped.append(SkippedFile(str(path), "broken link"))
             else:
-                result.skipped.append(SkippedFile(str(path), f"not an image file type ({path.suffix or 'no extension'})"))
+                result.skipped.append(
+                    SkippedFile(str(path), f"not an image file type ({path.suffix or 'no extension'})"))
             continue
         reason = _check_header(path) if check_headers else None
         if reason is not None:
@@ -417,7 +418,7 @@ class ImageFileDataset(torch.utils.data.Dataset):
         except DataError as exc:
             # A file that passed the header check but fails to decode: use a grey image and
             # flag it with index -1 so the trainer can report it; training keeps going.
-            warnings.warn(f"skipping {self.paths[index]}: {exc}")
+            warnings.warn(f"skipping {self.paths[index]}: {exc}", stacklevel=2)
             grey = torch.full((3, layout.stored, layout.stored), 128, dtype=torch.uint8)
             return grey, torch.tensor((layout.stored, layout.stored), dtype=torch.int16), -1
 
@@ -506,7 +507,8 @@ class BatchSource:
         for pixels, _ in self.batches_with_extents(epoch, start_step):
             yield pixels
 
-    def batches_with_extents(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+    def batches_with_extents(self, epoch: int,
+                             start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """(pixels, extents) per step; extents is None unless the layout keeps whole images."""
         order = self.indices(epoch)[: self.steps_per_epoch * self.batch_size]
         order = order[start_step * self.batch_size :]

@@ -10,17 +10,17 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
 from simclr_studio.data import ScanResult
-from simclr_studio.runs import LoadedRun, file_identity
+from simclr_studio.run_folder import RunFolder
+from simclr_studio.trained import TrainedModel, file_identity
 
-CACHE_DIR = "embeddings"
 RANDOM_INIT = "random-init"  # the checkpoint name of a randomly initialised encoder
 
 
@@ -59,7 +59,7 @@ def cache_key(checkpoint: str | Path, image_size: int, paths: list[str], identit
 def cache_path(run_dir: str | Path, checkpoint: str | Path, image_size: int, paths: list[str],
                identity: tuple | None = None) -> Path:
     stem = Path(checkpoint).stem if not str(checkpoint).startswith(RANDOM_INIT) else str(checkpoint)
-    return Path(run_dir) / CACHE_DIR / f"{stem}-{cache_key(checkpoint, image_size, paths, identity)}.npz"
+    return RunFolder(run_dir).embeddings_dir / f"{stem}-{cache_key(checkpoint, image_size, paths, identity)}.npz"
 
 
 _save_lock = threading.Lock()  # map jobs (t-SNE, k-means) may save the same file at once
@@ -75,7 +75,7 @@ def save(emb: Embeddings, path: str | Path) -> Path:
 
 
 def _save(emb: Embeddings, path: Path) -> None:
-    from simclr_studio.checkpoint import _atomic_write
+    from simclr_studio.atomic import atomic_write
 
     arrays = dict(features=emb.features.astype(np.float32), paths=np.asarray(emb.paths, dtype=str),
                   labels=emb.labels.astype(np.int64), classes=np.asarray(emb.classes, dtype=str),
@@ -87,7 +87,7 @@ def _save(emb: Embeddings, path: Path) -> None:
         with open(tmp, "wb") as f:
             np.savez(f, **arrays)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def load(path: str | Path) -> Embeddings:
@@ -107,7 +107,7 @@ def load_cached(path: Path) -> Embeddings | None:
         return None
 
 
-def random_encoder(run: LoadedRun, seed: int = 0) -> torch.nn.Module:
+def random_encoder(run: TrainedModel, seed: int = 0) -> torch.nn.Module:
     """The run's architecture, randomly initialised: the baseline that shows what training bought."""
     from simclr_studio.model import build_backbone
 
@@ -118,7 +118,7 @@ def random_encoder(run: LoadedRun, seed: int = 0) -> torch.nn.Module:
 
 
 def embed_folder(
-    run: LoadedRun,
+    run: TrainedModel,
     scan: ScanResult,
     device: str | torch.device = "cpu",
     encoder: torch.nn.Module | None = None,
@@ -140,7 +140,7 @@ def embed_folder(
                       skipped=[(s.path, s.reason) for s in kept.skipped[len(scan.skipped):]])
 
 
-def embed_cached(run: LoadedRun, scan: ScanResult, device="cpu", random_init: bool = False, seed: int = 0,
+def embed_cached(run: TrainedModel, scan: ScanResult, device="cpu", random_init: bool = False, seed: int = 0,
                  progress=None, should_stop=None) -> tuple[Embeddings, Path, bool]:
     """Cached embeddings of ``scan`` for the run's checkpoint (or a random encoder): (embeddings, file, from cache)."""
     name = f"{RANDOM_INIT}-seed{seed}" if random_init else str(run.checkpoint)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from simclr_studio.augment import normalize
+from simclr_studio.augment import centre_view, normalize
 
 ProgressFn = Callable[[int, int], None]
 
@@ -92,6 +92,7 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, num_c
 
 
 ONLINE_KNN_MAX_IMAGES = 10_000  # the online kNN (and its baseline) use at most this many images
+BASELINE_MAX_SIDE = 64  # raw pixels for the baseline at most 64 px a side
 
 
 def knn_sample(labels, max_images: int = ONLINE_KNN_MAX_IMAGES, seed: int = 0) -> np.ndarray:
@@ -123,8 +124,11 @@ def leave_one_out_knn(features, labels, num_classes: int, k_max: int = 200) -> t
     return knn_accuracy(features, labels, features, labels, num_classes, k=k, leave_one_out=True), k
 
 
-def raw_pixel_features(images: torch.Tensor) -> np.ndarray:
-    """uint8 images [N, C, H, W] as flat float vectors in [0, 1]: the baseline every encoder must beat."""
+def raw_pixel_features(images: torch.Tensor, max_side: int = BASELINE_MAX_SIDE) -> np.ndarray:
+    """uint8 images [N, C, H, W] as flat float vectors in [0, 1]: the baseline every encoder must beat.
+    Images larger than ``max_side`` are reduced first (a 224 px baseline would not fit in RAM)."""
+    if images.shape[-1] > max_side:
+        images = (centre_view(images, max_side) * 255).round_().to(torch.uint8)
     return images.reshape(images.shape[0], -1).float().div_(255).numpy()
 
 

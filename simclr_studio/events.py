@@ -10,11 +10,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
-
-EVENTS_FILE = "events.jsonl"
+from typing import Any, ClassVar
 
 
 @dataclass

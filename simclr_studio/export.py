@@ -9,21 +9,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from simclr_studio import __version__
+from simclr_studio.atomic import atomic_torch_save, atomic_write, atomic_write_bytes, atomic_write_text
 from simclr_studio.augment import IMAGENET_MEAN, IMAGENET_STD
-from simclr_studio.checkpoint import _atomic_write, atomic_torch_save, atomic_write_bytes, atomic_write_text
-from simclr_studio.runs import LoadedRun
+from simclr_studio.trained import TrainedModel
 
 FORMATS = ("pt", "safetensors", "onnx")
 
 
-def metadata(run: LoadedRun) -> dict:
+def metadata(run: TrainedModel) -> dict:
     cfg = run.config
     return {
         "producer": f"simclr-studio {__version__}",
@@ -40,11 +40,11 @@ def metadata(run: LoadedRun) -> dict:
     }
 
 
-def backbone_state_dict(run: LoadedRun) -> dict[str, torch.Tensor]:
+def backbone_state_dict(run: TrainedModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().contiguous() for k, v in run.model.backbone.state_dict().items()}
 
 
-def export_weights(run: LoadedRun, fmt: str, out: str | Path) -> list[Path]:
+def export_weights(run: TrainedModel, fmt: str, out: str | Path) -> list[Path]:
     """Write the encoder in ``fmt`` to ``out`` plus ``out.json`` metadata; returns the files written."""
     out = Path(out)
     meta = metadata(run)
@@ -63,11 +63,10 @@ def export_weights(run: LoadedRun, fmt: str, out: str | Path) -> list[Path]:
     return [out, meta_path]
 
 
-def export_onnx(run: LoadedRun, out: Path) -> None:
+def export_onnx(run: TrainedModel, out: Path) -> None:
     """ONNX graph of the encoder: input 'images' [N, 3, S, S] (normalised), output 'features' [N, D]."""
-    import warnings
-
     import copy
+    import warnings
 
     model = copy.deepcopy(run.model.backbone).cpu().eval()  # a copy: the app may be using the model on a GPU
     size = run.config.image_size
@@ -93,7 +92,8 @@ def save_embeddings(out: str | Path, features: np.ndarray, paths: Sequence[str],
         writer.writerow(header + [f"f{i}" for i in range(features.shape[1])])
         for i, path in enumerate(paths):
             cls = classes[labels[i]] if labels[i] >= 0 and len(classes) else ""
-            row = [path, int(labels[i]), cls] + ([f"{coords[i, 0]:.6g}", f"{coords[i, 1]:.6g}"] if coords is not None else [])
+            xy = [f"{coords[i, 0]:.6g}", f"{coords[i, 1]:.6g}"] if coords is not None else []
+            row = [path, int(labels[i]), cls] + xy
             writer.writerow(row + [f"{v:.7g}" for v in features[i]])
         atomic_write_text(out, buf.getvalue())
     else:
@@ -107,5 +107,5 @@ def save_embeddings(out: str | Path, features: np.ndarray, paths: Sequence[str],
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)
 
-        _atomic_write(out, write)
+        atomic_write(out, write)
     return out

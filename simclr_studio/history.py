@@ -10,8 +10,18 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import lfilter  # imported here, not on first use: a first import stalls the GUI ~0.3 s
 
-from simclr_studio.events import (BaselineEvent, EpochEvent, ErrorEvent, EvalEvent, Event, PlanEvent, RunFinished,
-                                  RunStarted, StateEvent, StepEvent)
+from simclr_studio.events import (
+    BaselineEvent,
+    EpochEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    PlanEvent,
+    RunFinished,
+    RunStarted,
+    StateEvent,
+    StepEvent,
+)
 
 
 def smooth_ema(values: np.ndarray, weight: float) -> np.ndarray:

@@ -11,7 +11,7 @@ the loss of its own rows against every column, so K ranks × N behave as one bat
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +23,8 @@ def _local_gather(z: torch.Tensor) -> tuple[torch.Tensor, int]:
     return z, 0
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, gather: GatherFn | None = None) -> torch.Tensor:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
+            gather: GatherFn | None = None) -> torch.Tensor:
     """Mean NT-Xent over this process's 2N views; negatives from all processes when ``gather`` is given."""
     if z1.shape != z2.shape or z1.dim() != 2:
         raise ValueError(f"expected two [N, D] tensors of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from simclr_studio.checkpoint import CheckpointError, safe_load
+from simclr_studio.checkpoint import CheckpointError, is_training_checkpoint, safe_load
 from simclr_studio.config import BACKBONES, ConfigError
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
@@ -89,7 +89,7 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
             raise CheckpointError(f"cannot load weights {path}: {exc}") from exc
     else:
         state = safe_load(path)
-    if isinstance(state, dict) and state.get("format") == "simclr-studio-checkpoint":
+    if is_training_checkpoint(state):
         state = {k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")}
     elif isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

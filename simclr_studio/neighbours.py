@@ -31,7 +31,9 @@ class NeighbourIndex:
         return self.unit.shape[0]
 
     def query_vector(self, vector: np.ndarray, k: int = 12, exclude: int | None = None) -> Neighbours:
-        """The k rows most similar to ``vector`` (any length-D feature); ``exclude`` drops one row (the query itself)."""
+        """The k rows most similar to ``vector`` (any length-D feature).
+
+        ``exclude`` drops one row (the query itself)."""
         q = normalize_rows(np.asarray(vector, dtype=np.float32).reshape(1, -1))[0]
         if q.shape[0] != self.unit.shape[1]:
             raise ValueError(f"query has {q.shape[0]} features, the index {self.unit.shape[1]}")

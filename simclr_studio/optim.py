@@ -43,7 +43,7 @@ class LARS(torch.optim.Optimizer):
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights of conv/linear layers (decayed, adapted) and BN parameters and biases (not)."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         if not p.requires_grad:
             continue
         (no_decay if p.ndim <= 1 else decay).append(p)

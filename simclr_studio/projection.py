@@ -26,7 +26,8 @@ def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
     from sklearn.decomposition import PCA
 
     dims = min(dims, x.shape[0], x.shape[1])
-    out = PCA(n_components=dims, random_state=seed, svd_solver="randomized" if min(x.shape) > 200 else "full").fit_transform(x)
+    solver = "randomized" if min(x.shape) > 200 else "full"
+    out = PCA(n_components=dims, random_state=seed, svd_solver=solver).fit_transform(x)
     if out.shape[1] < 2:
         out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
     return out
@@ -82,7 +83,7 @@ def points_in_polygon(coords: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     flags = np.zeros(cand.size, dtype=bool)
     px, py = polygon[:, 0], polygon[:, 1]
     qx, qy = np.roll(px, 1), np.roll(py, 1)
-    for ax, ay, bx, by in zip(px, py, qx, qy):
+    for ax, ay, bx, by in zip(px, py, qx, qy, strict=True):
         crosses = (ay > cy) != (by > cy)
         if not crosses.any():
             continue

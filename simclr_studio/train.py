@@ -12,40 +12,50 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
+from simclr_studio.atomic import atomic_copy
 from simclr_studio.augment import centre_view, make_views, normalize, step_generator
 from simclr_studio.budget import CALIBRATION_STEPS, TimeBudget
-from simclr_studio.checkpoint import CheckpointError, atomic_copy, atomic_torch_save, load_training_checkpoint
+from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint, save_training_checkpoint
 from simclr_studio.config import ConfigError, RunConfig
-from simclr_studio.data import (BatchSource, DataError, ScanResult, decode_cache, fits_in_ram, plan_cache_layout,
-                                scan_folder, typical_side, without_failures)
+from simclr_studio.data import (
+    BatchSource,
+    DataError,
+    ScanResult,
+    decode_cache,
+    fits_in_ram,
+    plan_cache_layout,
+    scan_folder,
+    typical_side,
+    without_failures,
+)
 from simclr_studio.device import amp_dtype, describe, resolve_device
 from simclr_studio.evaluate import extract_features, iter_batches, knn_sample, leave_one_out_knn, raw_pixel_features
-from simclr_studio.events import (BaselineEvent, CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, Event, EventLog,
-                                  LogEvent, PlanEvent, PrepareProgress, RunFinished, RunStarted, StateEvent, StepEvent,
-                                  EVENTS_FILE)
+from simclr_studio.events import (
+    BaselineEvent,
+    CheckpointEvent,
+    EpochEvent,
+    ErrorEvent,
+    EvalEvent,
+    Event,
+    EventLog,
+    LogEvent,
+    PlanEvent,
+    PrepareProgress,
+    RunFinished,
+    RunStarted,
+    StateEvent,
+    StepEvent,
+)
 from simclr_studio.loss import nt_xent
 from simclr_studio.model import SimCLRModel, build_model
 from simclr_studio.optim import build_optimizer, lr_at, set_lr
-
-CHECKPOINT_DIR = "checkpoints"
-LAST_CHECKPOINT = "last.pt"
-CONFIG_FILE = "config.json"
-CHECKPOINT_FORMAT = "simclr-studio-checkpoint"
-BASELINE_MAX_SIDE = 64  # raw pixels for the baseline at most 64 px a side (a 224 px baseline would not fit RAM)
-
-
-class TrainingError(RuntimeError):
-    pass
-
-
-def last_checkpoint(run_dir: str | Path) -> Path:
-    return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
+from simclr_studio.run_folder import RunFolder
 
 
 def resolve_config(cfg: RunConfig, device: torch.device) -> RunConfig:
@@ -66,6 +76,7 @@ class Trainer:
         be initialised); the negatives are then gathered from all ranks unless ``gather`` says otherwise."""
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.folder = RunFolder(run_dir)
         self.on_event = on_event
         self.resume = resume
         self.rank, self.world_size = rank, world_size
@@ -87,7 +98,7 @@ class Trainer:
     def pause(self) -> None:
         self._running.clear()
 
-    def resume_training(self) -> None:
+    def unpause(self) -> None:
         self._running.set()
 
     def stop(self) -> None:
@@ -146,12 +157,11 @@ class Trainer:
 
     def _checkpoint(self, model, optimizer, scaler, epoch: int, step_in_epoch: int, global_step: int, reason: str) -> Path:
         """Save everything resuming needs (rank 0 only), atomically; keep the newest per-epoch files."""
-        path = last_checkpoint(self.run_dir)
+        path = self.folder.last_checkpoint
         if not self.is_main:
             return path
         raw = model.module if hasattr(model, "module") else model
         state = {
-            "format": CHECKPOINT_FORMAT,
             "model": raw.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": {"kind": "warmup-cosine", "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
@@ -165,10 +175,10 @@ class Trainer:
             "world_size": self.world_size,
             "config": self.cfg.to_json(),
         }
-        atomic_torch_save(state, path)
+        save_training_checkpoint(state, path)
         if reason == "epoch":
-            atomic_copy(path, path.parent / f"epoch_{epoch:04d}.pt")
-            old = sorted(path.parent.glob("epoch_*.pt"))
+            atomic_copy(path, self.folder.epoch_checkpoint(epoch))
+            old = self.folder.epoch_checkpoints()
             for stale in old[: max(0, len(old) - self.cfg.keep_checkpoints)]:
                 stale.unlink(missing_ok=True)
         self.emit(CheckpointEvent(path=str(path), epoch=epoch, global_step=global_step, reason=reason))
@@ -195,8 +205,6 @@ class Trainer:
     def _baseline(self, knn_set: tuple[np.ndarray, torch.Tensor], n_classes: int) -> None:
         """Raw pixels under the online kNN's protocol: the number every epoch's kNN should beat."""
         labels, images = knn_set
-        if images.shape[-1] > BASELINE_MAX_SIDE:
-            images = (centre_view(images, BASELINE_MAX_SIDE) * 255).round_().to(torch.uint8)
         acc, k = leave_one_out_knn(raw_pixel_features(images), labels, n_classes)
         self.emit(BaselineEvent(features="raw pixels", knn_accuracy=acc, n_images=len(labels), k=k))
 
@@ -216,7 +224,7 @@ class Trainer:
         # The budget's clock starts here: scanning and decoding are part of the time the user gave.
         self.budget = TimeBudget(self.cfg.minutes) if self.cfg.minutes else None
         if self.is_main:
-            self._log = EventLog(self.run_dir / EVENTS_FILE)
+            self._log = EventLog(self.folder.events_file)
         try:
             self.status = self._run()
         except (DataError, ConfigError, CheckpointError) as exc:
@@ -249,12 +257,12 @@ class Trainer:
         if self.world_size > 1 and device.type == "cuda":
             device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (torchrun's LOCAL_RANK)
         state = None
-        if self.resume and last_checkpoint(self.run_dir).exists():
-            state = load_training_checkpoint(last_checkpoint(self.run_dir))
+        if self.resume and self.folder.last_checkpoint.exists():
+            state = load_training_checkpoint(self.folder.last_checkpoint)
         resolve_config(cfg, device)
         cfg.validate()
         if self.is_main:
-            cfg.save(self.run_dir / CONFIG_FILE)
+            cfg.save(self.folder.config_file)
 
         scan, source = self._prepare_data(device)
         torch.manual_seed(cfg.seed)  # model initialisation
@@ -295,7 +303,7 @@ class Trainer:
                     f"{cfg.batch_size * saved_world} → {cfg.batch_size * self.world_size}, peak lr {self.base_lr:.4g}")))
             if start_step >= steps_per_epoch:  # stopped after the last step of an epoch
                 start_epoch, start_step = start_epoch + 1, 0
-            self.emit(LogEvent(message=f"resumed from {last_checkpoint(self.run_dir)} at epoch {start_epoch + 1}, step {start_step}"))
+            self.emit(LogEvent(message=f"resumed from {self.folder.last_checkpoint} at epoch {start_epoch + 1}, step {start_step}"))
         if self.budget is not None:
             saved = (state or {}).get("scheduler") or {}
             self.budget.used_before_s = float(saved.get("used_s", 0.0)) if saved.get("budget_s") else 0.0

@@ -2,7 +2,7 @@ import subprocess
 import sys
 
 ENGINE = ["config", "data", "augment", "model", "loss", "optim", "train", "events", "checkpoint", "evaluate",
-          "export", "runs", "cli", "history", "device", "paths", "fashion_mnist"]
+          "export", "trained", "run_folder", "atomic", "training_link", "recipe", "budget", "cli", "history", "device", "paths", "fashion_mnist"]
 
 
 def test_engine_never_imports_qt():

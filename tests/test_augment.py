@@ -114,7 +114,8 @@ def ramp_images(b: int, h: int, w: int) -> torch.Tensor:
     """Channel 0: x of each pixel centre in [0, 1]; channel 1: y; channel 2: constant."""
     xs = (torch.arange(w, dtype=torch.float64) + 0.5) / w
     ys = (torch.arange(h, dtype=torch.float64) + 0.5) / h
-    img = torch.stack((xs.view(1, -1).expand(h, w), ys.view(-1, 1).expand(h, w), torch.full((h, w), 0.5, dtype=torch.float64)))
+    img = torch.stack((xs.view(1, -1).expand(h, w), ys.view(-1, 1).expand(h, w),
+                       torch.full((h, w), 0.5, dtype=torch.float64)))
     return img.unsqueeze(0).expand(b, -1, -1, -1).contiguous()
 
 
@@ -612,7 +613,7 @@ def test_preview_views_shapes_and_original():
     cfg = AugmentConfig.for_image_size(16)
     res = A.preview_views(imgs, cfg, 16, seed=3)
     assert isinstance(res, list) and len(res) == 3
-    for (orig, v1, v2), img in zip(res, imgs):
+    for (orig, v1, v2), img in zip(res, imgs, strict=True):
         assert orig.dtype == v1.dtype == v2.dtype == np.uint8
         assert orig.shape == (24, 24, 3) and v1.shape == v2.shape == (16, 16, 3)
         assert np.array_equal(orig, img)
@@ -625,8 +626,8 @@ def test_preview_views_deterministic_per_seed():
     a = A.preview_views(imgs, cfg, 16, seed=1)
     b = A.preview_views(imgs, cfg, 16, seed=1)
     c = A.preview_views(imgs, cfg, 16, seed=2)
-    assert all(np.array_equal(p, q) for ra, rb in zip(a, b) for p, q in zip(ra, rb))
-    assert any(not np.array_equal(ra[1], rc[1]) for ra, rc in zip(a, c))
+    assert all(np.array_equal(p, q) for ra, rb in zip(a, b, strict=True) for p, q in zip(ra, rb, strict=True))
+    assert any(not np.array_equal(ra[1], rc[1]) for ra, rc in zip(a, c, strict=True))
 
 
 def test_preview_views_accepts_a_tensor_batch():
@@ -634,8 +635,8 @@ def test_preview_views_accepts_a_tensor_batch():
     batch = torch.stack([torch.from_numpy(a).permute(2, 0, 1) for a in imgs])
     from_tensor = A.preview_views(batch, AugmentConfig(), 16, seed=4)
     from_list = A.preview_views(imgs, AugmentConfig(), 16, seed=4)
-    for ra, rb in zip(from_tensor, from_list):
-        for p, q in zip(ra, rb):
+    for ra, rb in zip(from_tensor, from_list, strict=True):
+        for p, q in zip(ra, rb, strict=True):
             assert np.array_equal(p, q)
     assert np.array_equal(from_tensor[0][0], imgs[0])
 

@@ -15,8 +15,8 @@ def run_script(*args, timeout=600):
 
 def test_gui_latency_runs(tmp_path):
     out = tmp_path / "gui.json"
-    result = run_script("benchmarks/gui_latency.py", "--epochs", "1", "--repeats", "1", "--stall-runs", "1", "--big-folder", "40",
-                        "--out", str(out))
+    result = run_script("benchmarks/gui_latency.py", "--epochs", "1", "--repeats", "1", "--stall-runs", "1",
+                        "--big-folder", "40", "--out", str(out))
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["in_window_images_per_s"] > 0 and data["headless_images_per_s"] > 0

@@ -7,8 +7,8 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from conftest import DEMO, REPO
+
 from simclr_studio.cli import main
 
 
@@ -54,6 +54,7 @@ def test_end_to_end_on_the_demo_folder(capsys, tmp_path):
 
 def test_eval_with_a_separate_test_folder(capsys, tmp_path, tiny_config, image_folder):
     from conftest import make_image_folder
+
     from simclr_studio.train import Trainer
 
     tiny_config.epochs = 1
@@ -181,7 +182,7 @@ def test_pipe_mode_with_streaming_loader_workers_does_not_hang(tmp_path, image_f
                     cache_ram_gb=0, num_workers=1, eval_every=0)
     cfg.save(tmp_path / "cfg.json")
     proc = subprocess.Popen([sys.executable, "-m", "simclr_studio", "train", str(image_folder), "--out",
-                             str(tmp_path / "run"), "--config", str(tmp_path / "cfg.json"), "--pipe", "--quiet"],
+                             str(tmp_path / "run"), "--config", str(tmp_path / "cfg.json"), "--link", "--quiet"],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         code = proc.wait(timeout=120)  # stdin stays open, as the app keeps it

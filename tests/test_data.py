@@ -103,7 +103,8 @@ def test_scan_keeps_good_images_and_reports_every_bad_file(messy_folder: Path):
     assert all("up" not in Path(p).relative_to(messy_folder).parts for p in scan.paths)
 
     skipped = skipped_by_name(scan)
-    assert set(skipped) == {"empty.jpg", "text.png", "notes.txt", "README", "broken.png", "broken_link", "self_loop.png"}
+    assert set(skipped) == {"empty.jpg", "text.png", "notes.txt", "README", "broken.png", "broken_link",
+                            "self_loop.png"}
     assert skipped["empty.jpg"] == "empty file"
     assert "not an image" in skipped["text.png"]
     assert "not an image file type" in skipped["notes.txt"] and ".txt" in skipped["notes.txt"]
@@ -136,7 +137,8 @@ def test_truncated_png_fails_decode_and_drop_moves_it_to_skipped(messy_folder: P
     assert kept.skipped[: len(scan.skipped)] == scan.skipped
     assert len(scan.paths) == len(kept.paths) + 1  # drop returns a copy, the original is untouched
     # Labels stay aligned with their paths after the drop.
-    assert [Path(p).relative_to(messy_folder).parts[0] for p in kept.paths] == [kept.classes[l] for l in kept.labels]
+    assert [Path(p).relative_to(messy_folder).parts[0] for p in kept.paths] == [kept.classes[label]
+                                                                                for label in kept.labels]
     report = kept.report()
     assert f"{len(kept)} images" in report and f"skipped {len(kept.skipped)} file(s)" in report
     assert "trunc.png: cannot decode" in report
@@ -146,7 +148,7 @@ def test_truncated_png_fails_decode_and_drop_moves_it_to_skipped(messy_folder: P
 def test_nested_images_take_their_first_level_folder_as_label(messy_folder: Path):
     scan = scan_folder(messy_folder)
     assert scan.labeled and scan.classes == ["cats", "dogs"]
-    by_name = {Path(p).name: l for p, l in zip(scan.paths, scan.labels)}
+    by_name = {Path(p).name: label for p, label in zip(scan.paths, scan.labels, strict=True)}
     assert by_name == {"good1.png": 0, "UPPER.PNG": 0, "Mixed.JpG": 0, "n.png": 0, "good2.png": 1, "trunc.png": 1}
     assert scan.class_counts() == {"cats": 4, "dogs": 2}
 
@@ -174,7 +176,8 @@ def test_symlink_to_another_class_does_not_steal_its_images(tmp_path: Path):
     os.symlink("../b", root / "a" / "also_b")  # walked before b in sorted order
     scan = scan_folder(root)
     assert scan.classes == ["a", "b"]
-    assert sorted(Path(p).relative_to(root).as_posix() for p in scan.paths) == ["a/a0.png", "a/a1.png", "b/b0.png", "b/b1.png"]
+    assert sorted(Path(p).relative_to(root).as_posix() for p in scan.paths) == ["a/a0.png", "a/a1.png",
+                                                                                 "b/b0.png", "b/b1.png"]
     assert scan.class_counts() == {"a": 2, "b": 2}
 
 
@@ -187,7 +190,7 @@ def test_symlinked_class_folder_outside_the_root_is_followed(tmp_path: Path):
     os.symlink(elsewhere, root / "birds")
     scan = scan_folder(root)
     assert scan.classes == ["birds", "cats"]
-    assert {Path(p).name: l for p, l in zip(scan.paths, scan.labels)} == {"b.png": 0, "c.png": 1}
+    assert {Path(p).name: label for p, label in zip(scan.paths, scan.labels, strict=True)} == {"b.png": 0, "c.png": 1}
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs mkfifo")
@@ -223,7 +226,7 @@ def test_two_or_more_subfolders_are_sorted_classes(tmp_path: Path):
     scan = scan_folder(root)
     assert scan.labeled
     assert scan.classes == ["apple", "mango", "zebra"]
-    for path, label in zip(scan.paths, scan.labels):
+    for path, label in zip(scan.paths, scan.labels, strict=True):
         rel = Path(path).relative_to(root)
         expected = scan.classes.index(rel.parts[0]) if len(rel.parts) > 1 else -1
         assert label == expected, path
@@ -610,7 +613,7 @@ def cache(identified_paths) -> torch.Tensor:
 def ids(batch: torch.Tensor) -> list[int]:
     values = batch[:, 0, 0, 0].tolist()
     assert all((v - 10) % 20 == 0 for v in values)
-    assert all(bool((img == v).all()) for img, v in zip(batch, values))
+    assert all(bool((img == v).all()) for img, v in zip(batch, values, strict=True))
     return [(v - 10) // 20 for v in values]
 
 
@@ -621,7 +624,7 @@ def test_cached_and_streaming_batches_are_identical(identified_paths, cache):
     for epoch in (0, 1):
         a, b = list(cached.batches(epoch)), list(streaming.batches(epoch))
         assert len(a) == len(b) == cached.steps_per_epoch == 3
-        for x, y in zip(a, b):
+        for x, y in zip(a, b, strict=True):
             assert x.dtype == y.dtype == torch.uint8 and x.shape == y.shape == (3, 3, SIZE, SIZE)
             assert torch.equal(x, y)
         # The batches follow the epoch's order, without repeats.
@@ -647,7 +650,7 @@ def test_start_step_skips_exactly_that_many_batches(identified_paths, cache, str
     for start in range(source.steps_per_epoch + 1):
         resumed = list(source.batches(3, start_step=start))
         assert len(resumed) == len(full) - start
-        assert all(torch.equal(x, y) for x, y in zip(resumed, full[start:]))
+        assert all(torch.equal(x, y) for x, y in zip(resumed, full[start:], strict=True))
 
 
 @pytest.mark.parametrize("streaming", [False, True])

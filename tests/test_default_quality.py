@@ -4,10 +4,9 @@ budget — the trained encoder beats a random encoder in the app's own quality m
 from __future__ import annotations
 
 import pytest
+from conftest import DEMO
 
 from simclr_studio.cli import main
-
-from conftest import DEMO
 
 
 @pytest.mark.slow
@@ -15,12 +14,12 @@ def test_demo_defaults_in_two_minutes_beat_a_random_encoder(tmp_path):
     from simclr_studio.data import scan_folder
     from simclr_studio.embeddings import embed_cached
     from simclr_studio.gui.quality import measure_quality  # Qt-free: the Explore tab runs it in the background
-    from simclr_studio.runs import load_run
+    from simclr_studio.trained import load_trained
 
     run_dir = tmp_path / "run"
     assert main(["train", "--demo", "--out", str(run_dir), "--minutes", "2", "--seed", "0", "--device", "cpu",
                  "--quiet"]) == 0
-    run = load_run(run_dir)
+    run = load_trained(run_dir)
     scan = scan_folder(DEMO)
     emb, _, _ = embed_cached(run, scan, "cpu")
     quality = measure_quality(emb, run, scan, "cpu")

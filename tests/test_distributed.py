@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
+from conftest import REPO
 from PIL import Image
 
-from conftest import REPO
 from simclr_studio.config import RunConfig
 from simclr_studio.distributed import torchrun_command
 from simclr_studio.loss import nt_xent

@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from simclr_studio.evaluate import (evaluate_features, extract_features, iter_batches, knn_predict,
-                                    linear_probe_accuracy, stratified_split)
+from simclr_studio.evaluate import (
+    evaluate_features,
+    extract_features,
+    iter_batches,
+    knn_predict,
+    linear_probe_accuracy,
+    stratified_split,
+)
 
 
 def brute_force_knn(bank, labels, queries, classes, k, tau, loo=False):

@@ -76,8 +76,8 @@ def trained_run(tmp_path_factory):
 
     from simclr_studio.config import RunConfig
     from simclr_studio.data import scan_folder
-    from simclr_studio.runs import load_run
     from simclr_studio.train import Trainer
+    from simclr_studio.trained import load_trained
 
     root = tmp_path_factory.mktemp("explore")
     data = make_image_folder(root / "data", classes=2, per_class=6, size=16)
@@ -85,7 +85,7 @@ def trained_run(tmp_path_factory):
     cfg = RunConfig(data_dir=str(data), backbone="small-cnn", image_size=16, batch_size=4, epochs=1, device="cpu",
                     eval_every=0)
     assert Trainer(cfg, root / "run").run() == "completed"
-    return load_run(root / "run"), scan_folder(data)
+    return load_trained(root / "run"), scan_folder(data)
 
 
 def test_embeddings_are_cached_per_checkpoint(trained_run):
@@ -106,11 +106,11 @@ def test_embeddings_are_cached_per_checkpoint(trained_run):
     save(emb, path)
     np.testing.assert_array_equal(load(path).maps["pca"], emb.maps["pca"])
     # A newer checkpoint (same path, new content) is embedded again.
-    from simclr_studio.runs import load_run
+    from simclr_studio.trained import load_trained
 
     later = time.time() + 5
     os.utime(run.checkpoint, (later, later))
-    _, path3, cached3 = embed_cached(load_run(run.run_dir), scan)
+    _, path3, cached3 = embed_cached(load_trained(run.run_dir), scan)
     assert not cached3 and path3 != path
 
 

@@ -8,8 +8,8 @@ import torchvision
 
 from simclr_studio.config import RunConfig
 from simclr_studio.export import export_weights, save_embeddings
-from simclr_studio.runs import load_run
 from simclr_studio.train import Trainer
+from simclr_studio.trained import load_trained
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +24,7 @@ def trained_runs(tmp_path_factory):
         cfg = RunConfig(data_dir=str(data), backbone=backbone, image_size=16, batch_size=4, epochs=1, device="cpu",
                         eval_every=0)
         assert Trainer(cfg, root / backbone).run() == "completed"
-        runs[backbone] = load_run(root / backbone)
+        runs[backbone] = load_trained(root / backbone)
     return runs
 
 

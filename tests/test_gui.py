@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("PySide6")
-from PySide6.QtCore import QMimeData, QPoint, QPointF, QSettings, Qt, QUrl  # noqa: E402
-from PySide6.QtGui import QDropEvent  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from conftest import make_image_folder
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDropEvent
+from PySide6.QtWidgets import QMessageBox
 
-from conftest import make_image_folder  # noqa: E402
-from simclr_studio.config import RunConfig  # noqa: E402
-from simclr_studio.train import Trainer, last_checkpoint  # noqa: E402
+from simclr_studio.config import RunConfig
+from simclr_studio.run_folder import RunFolder
+from simclr_studio.train import Trainer
 
 
 @pytest.fixture
@@ -129,7 +130,7 @@ def test_training_streams_points_into_the_loss_plot_and_reopens(window, qtbot, t
     assert panel.progress.value() == panel.progress.maximum() == 6
     assert "Epoch 2: loss" in panel.log.toPlainText()
     run_dir = Path(panel.run_dir.text())
-    assert last_checkpoint(run_dir).exists()
+    assert RunFolder(run_dir).last_checkpoint.exists()
 
     # Reopening the run folder (as after a restart) restores config and curves, and offers to resume.
     panel.new_run()
@@ -234,7 +235,7 @@ def test_closing_during_training_asks_then_stops_cleanly(window, qtbot, tmp_path
     events = read_events(Path(panel.run_dir.text()) / "events.jsonl")
     stops = [e for e in events if e.kind == "checkpoint" and e.reason == "stop"]
     assert len(stops) == 1 and events[-1].kind == "finished" and events[-1].status == "stopped"
-    state = __import__("torch").load(last_checkpoint(Path(panel.run_dir.text())), weights_only=True)
+    state = __import__("torch").load(RunFolder(panel.run_dir.text()).last_checkpoint, weights_only=True)
     assert state["global_step"] == stops[0].global_step >= 1
 
 

@@ -10,11 +10,11 @@ import torch
 
 pytest.importorskip("PySide6")
 
-from PySide6.QtCore import QSettings  # noqa: E402
+from conftest import make_image_folder
+from PySide6.QtCore import QSettings
 
-from conftest import make_image_folder  # noqa: E402
-from simclr_studio.events import StepEvent  # noqa: E402
-from simclr_studio.train import last_checkpoint  # noqa: E402
+from simclr_studio.events import StepEvent
+from simclr_studio.run_folder import RunFolder
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def two_gpu_window(qtbot, tmp_path, monkeypatch):
 
 
 def test_all_gpus_launches_torchrun(two_gpu_window, qtbot, tmp_path, monkeypatch):
-    import simclr_studio.gui.workers as workers
+    import simclr_studio.training_link as training_link
 
     panel = two_gpu_window.train_panel
     labels = [panel.device.itemText(i) for i in range(panel.device.count())]
@@ -53,11 +53,11 @@ def test_all_gpus_launches_torchrun(two_gpu_window, qtbot, tmp_path, monkeypatch
         launched.append(json.loads(config.read_text()))
         raise OSError("not launched in this test")
 
-    monkeypatch.setattr(workers.subprocess, "Popen", no_launch)
+    monkeypatch.setattr(training_link.subprocess, "Popen", no_launch)
     panel.start_button.click()
     qtbot.waitUntil(lambda: not panel.is_running(), timeout=10_000)
     command, config = launched
-    assert command[command.index("--nproc") + 1] == "2" and "--pipe" in command
+    assert command[command.index("--nproc") + 1] == "2" and "--link" in command
     assert config["device"] == "cuda"
     assert "not launched in this test" in panel.error_banner.text()
 
@@ -79,4 +79,4 @@ def test_a_two_process_run_reports_through_the_app(qtbot, tmp_path, tiny_config)
     assert done.args == ["completed"], (run / "train.log").read_text()[-3000:]
     steps = [e for e in received if isinstance(e, StepEvent)]
     assert [e.global_step for e in steps] == [1, 2, 3, 4]  # 32 images / 2 processes / batch 8, 2 epochs
-    assert torch.load(last_checkpoint(run), weights_only=True)["world_size"] == 2
+    assert torch.load(RunFolder(run).last_checkpoint, weights_only=True)["world_size"] == 2

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 pytest.importorskip("PySide6")
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl  # noqa: E402
-from PySide6.QtGui import QDropEvent  # noqa: E402
+from conftest import make_image_folder
+from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtGui import QDropEvent
 
-from conftest import make_image_folder  # noqa: E402
-from simclr_studio.config import RunConfig  # noqa: E402
-from simclr_studio.train import Trainer  # noqa: E402
+from simclr_studio.config import RunConfig
+from simclr_studio.train import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +92,8 @@ def test_raw_pixels_are_reduced_as_the_trainers_baseline(trained, tmp_path):
 
     from simclr_studio.augment import centre_view
     from simclr_studio.data import decode_all
-    from simclr_studio.evaluate import raw_pixel_features
+    from simclr_studio.evaluate import BASELINE_MAX_SIDE, raw_pixel_features
     from simclr_studio.gui.quality import raw_pixels
-    from simclr_studio.train import BASELINE_MAX_SIDE
 
     data, _ = trained
     paths = sorted(str(p) for p in data.rglob("*.png"))[:5] + [str(tmp_path / "missing.png")]

@@ -8,14 +8,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("PySide6")
-from PySide6.QtCore import QObject, QSettings, Signal  # noqa: E402
-from PySide6.QtWidgets import QMessageBox  # noqa: E402
+from conftest import make_image_folder
+from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtWidgets import QMessageBox
 
-from conftest import make_image_folder  # noqa: E402
-from simclr_studio.config import RunConfig  # noqa: E402
-from simclr_studio.events import (BaselineEvent, EvalEvent, EventLog, PlanEvent, RunFinished, RunStarted,  # noqa: E402
-                                  StepEvent)
-from simclr_studio.train import last_checkpoint  # noqa: E402
+from simclr_studio.config import RunConfig
+from simclr_studio.events import BaselineEvent, EvalEvent, EventLog, PlanEvent, RunFinished, RunStarted, StepEvent
+from simclr_studio.run_folder import RunFolder
 
 
 @pytest.fixture
@@ -60,8 +59,8 @@ def write_run(run: Path, cfg: RunConfig, events: list, checkpoint: bool) -> Path
         log.write(event)
     log.close()
     if checkpoint:
-        last_checkpoint(run).parent.mkdir()
-        last_checkpoint(run).write_bytes(b"placeholder")
+        RunFolder(run).last_checkpoint.parent.mkdir()
+        RunFolder(run).last_checkpoint.write_bytes(b"placeholder")
     return run
 
 
@@ -84,7 +83,8 @@ def test_minutes_mode_round_trips_through_the_form(window, qtbot, tmp_path):
     # The recipe's reasons are the fields' tool tips; the epochs field gets the epochs recipe's.
     assert panel.image_size.toolTip() == f"Suggested: {recipe.reasons['image_size']}"
     assert panel.minutes.toolTip() == f"Suggested: {recipe.reasons['length']}"
-    assert "epochs" in panel.epochs.toolTip() and panel.epochs.value() == suggest(FolderFacts(40, 20), device).config.epochs
+    assert "epochs" in panel.epochs.toolTip()
+    assert panel.epochs.value() == suggest(FolderFacts(40, 20), device).config.epochs
     # The recipe's augmentations reach the Augment tab as its own preset.
     assert window.augment_panel.preset.currentText() == "Suggested for this folder"
     assert cfg.augment.crop_scale == pytest.approx(recipe.config.augment.crop_scale, abs=1e-3)
@@ -274,7 +274,8 @@ def test_a_grey_folder_gets_the_grey_recipe(window, qtbot, tmp_path):
     for c in range(2):
         (tmp_path / "grey" / f"c{c}").mkdir(parents=True)
         for i in range(4):
-            Image.fromarray(rng.integers(0, 255, (20, 20), dtype=np.uint8)).save(tmp_path / "grey" / f"c{c}" / f"{i}.png")
+            pixels = rng.integers(0, 255, (20, 20), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "grey" / f"c{c}" / f"{i}.png")
     load(window, qtbot, tmp_path / "grey")
     assert window.augment_panel.augment_config().grayscale_p == 0  # a no-op on grey images (the scan saw it)
     assert window.train_panel.config().augment.grayscale_p == 0

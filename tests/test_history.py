@@ -1,8 +1,18 @@
 import numpy as np
 import pytest
 
-from simclr_studio.events import (BaselineEvent, EpochEvent, EvalEvent, EventLog, PlanEvent, RunFinished, RunStarted,
-                                  StateEvent, StepEvent, read_events)
+from simclr_studio.events import (
+    BaselineEvent,
+    EpochEvent,
+    EvalEvent,
+    EventLog,
+    PlanEvent,
+    RunFinished,
+    RunStarted,
+    StateEvent,
+    StepEvent,
+    read_events,
+)
 from simclr_studio.history import RunHistory, moving_average, smooth_ema
 
 

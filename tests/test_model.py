@@ -32,7 +32,7 @@ def test_unknown_backbone_is_a_config_error():
 def test_head_follows_the_paper():
     model = build_model(RunConfig(backbone="resnet18", image_size=32))
     linears = [m for m in model.head.modules() if isinstance(m, torch.nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(512, 512), (512, 128)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(512, 512), (512, 128)]
     model.eval()
     h, z = model(torch.randn(2, 3, 32, 32))
     assert h.shape == (2, 512) and z.shape == (2, 128)

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
+from simclr_studio.config import RunConfig
 from simclr_studio.device import amp_dtype
 from simclr_studio.model import build_model
-from simclr_studio.config import RunConfig
 from simclr_studio.optim import LARS, build_optimizer, lr_at, param_groups
 
 
@@ -51,8 +51,8 @@ def test_build_optimizer(name, cls):
 def test_warmup_then_cosine():
     lrs = [lr_at(s, 100, 10, 1.0) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10]))  # linear warm-up rises
-    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # cosine falls
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10], strict=False))  # linear warm-up rises
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # cosine falls
     assert lrs[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
     assert lr_at(100, 100, 10, 1.0) == pytest.approx(0.0)
     assert lr_at(0, 10, 0, 2.0) == pytest.approx(2.0)  # no warm-up

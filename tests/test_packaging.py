@@ -10,7 +10,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
 
 
@@ -54,8 +53,8 @@ def test_wheel_installs_and_trains_in_a_fresh_environment(wheel, tmp_path):
     subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-index", "-q", str(wheel)], check=True,
                    timeout=300)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    where = subprocess.run([str(python), "-c", "import simclr_studio, sys; print(simclr_studio.__file__)"], cwd=tmp_path,
-                           env=env, capture_output=True, text=True, check=True).stdout.strip()
+    where = subprocess.run([str(python), "-c", "import simclr_studio, sys; print(simclr_studio.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert Path(where).resolve().is_relative_to(venv.resolve()), where
 
     version = subprocess.run([str(bindir / "simclr-studio"), "--version"], cwd=tmp_path, env=env, capture_output=True,
@@ -91,7 +90,8 @@ def test_desktop_entry_is_valid():
     entry = (REPO / "packaging" / "simclr-studio.desktop").read_text().splitlines()
     assert entry[0] == "[Desktop Entry]"
     keys = dict(line.split("=", 1) for line in entry[1:] if "=" in line)
-    assert keys["Type"] == "Application" and keys["Icon"] == "simclr-studio" and keys["Exec"].startswith("simclr-studio")
+    assert keys["Type"] == "Application" and keys["Icon"] == "simclr-studio"
+    assert keys["Exec"].startswith("simclr-studio")
     assert keys["Categories"].endswith(";")
 
 

@@ -8,8 +8,9 @@ import torch
 
 from simclr_studio.checkpoint import load_training_checkpoint, safe_load
 from simclr_studio.config import RunConfig
-from simclr_studio.events import EVENTS_FILE, read_events
-from simclr_studio.train import Trainer, last_checkpoint
+from simclr_studio.events import read_events
+from simclr_studio.run_folder import EVENTS_FILE, RunFolder
+from simclr_studio.train import Trainer
 
 
 def collect(cfg, run_dir, resume=False, stop_at=None, trainer_hook=None):
@@ -44,7 +45,7 @@ def test_run_writes_config_checkpoints_and_events(tiny_config, tmp_path):
     assert steps[-1].eta_s == 0
     saved = RunConfig.load(tmp_path / "run" / "config.json")
     assert saved.backbone == "small-cnn" and saved.small_stem is True and saved.epochs == 2
-    state = load_training_checkpoint(last_checkpoint(tmp_path / "run"))
+    state = load_training_checkpoint(RunFolder(tmp_path / "run").last_checkpoint)
     assert state["epoch"] == 2 and state["global_step"] == 6 and set(state["rng"]) == {"torch", "cuda"}
     assert json.loads(state["config"])["seed"] == 3
     # The log on disk holds the same events (minus transient progress), readable by another process.
@@ -76,8 +77,8 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tiny_config, tmp_path, sto
     assert combined.keys() == losses(full).keys()
     for step, value in losses(full).items():
         assert combined[step] == pytest.approx(value, rel=1e-6, abs=1e-7), f"step {step}"
-    a = safe_load(last_checkpoint(tmp_path / "full"))["model"]
-    b = safe_load(last_checkpoint(tmp_path / "cut"))["model"]
+    a = safe_load(RunFolder(tmp_path / "full").last_checkpoint)["model"]
+    b = safe_load(RunFolder(tmp_path / "cut").last_checkpoint)["model"]
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
@@ -95,7 +96,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path, mo
     assert status == "failed"
     errors = [e for e in events if e.kind == "error"]
     assert len(errors) == 1 and errors[0].category == "nan" and "learning rate" in errors[0].message
-    state = load_training_checkpoint(last_checkpoint(tmp_path / "run"))
+    state = load_training_checkpoint(RunFolder(tmp_path / "run").last_checkpoint)
     assert state["epoch"] == 1 and state["global_step"] == 3  # the epoch-1 checkpoint, untouched
     assert events[-1].kind == "finished" and events[-1].status == "failed"
 
@@ -128,7 +129,7 @@ def test_pause_resume_and_stop_from_another_thread(tiny_config, tmp_path):
     assert paused.wait(60)
     n_steps = sum(e.kind == "step" for e in events)
     assert n_steps == 2  # nothing runs while paused
-    trainer.resume_training()
+    trainer.unpause()
     deadline = time.time() + 60
     while sum(e.kind == "step" for e in events) < 5 and worker.is_alive() and time.time() < deadline:
         worker.join(0.05)
@@ -139,7 +140,7 @@ def test_pause_resume_and_stop_from_another_thread(tiny_config, tmp_path):
     kinds = [e.kind for e in events]
     assert ("state", "running") in [(e.kind, getattr(e, "state", None)) for e in events]
     assert kinds[-2:] == ["checkpoint", "finished"] and events[-2].reason == "stop"
-    assert load_training_checkpoint(last_checkpoint(tmp_path / "run"))["global_step"] == events[-2].global_step
+    assert load_training_checkpoint(RunFolder(tmp_path / "run").last_checkpoint)["global_step"] == events[-2].global_step
 
 
 def test_stop_while_paused(tiny_config, tmp_path):
@@ -202,7 +203,7 @@ def test_a_time_budget_lays_the_schedule_over_the_minutes(tiny_config, tmp_path)
     assert len({e.epoch for e in steps}) > 1  # more than the one epoch the config says
     assert steps[-1].lr < 0.1 * max(s.lr for s in steps)  # the cosine reached its floor at the end
     assert 0.5 * 9 < took < 2 * 9 + 5  # generous: the benchmark holds the 10 % claim, not a unit test
-    state = load_training_checkpoint(last_checkpoint(tmp_path / "run"))
+    state = load_training_checkpoint(RunFolder(tmp_path / "run").last_checkpoint)
     assert state["scheduler"]["budget_s"] == 9.0 and state["scheduler"]["total_steps"] == steps[-1].total_steps
 
 

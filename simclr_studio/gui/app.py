@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import os
 import sys
@@ -75,7 +76,7 @@ def build_window(settings: QSettings | None = None):
 
 def _load_heavy_modules() -> None:
     """PyTorch, the engine and the panels: seconds of imports, done while the splash is on screen."""
-    import simclr_studio.gui.main_window  # noqa: F401
+    importlib.import_module("simclr_studio.gui.main_window")
 
 
 def run_app(path: str | None = None, demo: bool = False) -> int:

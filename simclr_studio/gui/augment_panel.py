@@ -11,8 +11,20 @@ import dataclasses
 import numpy as np
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import (QComboBox, QDoubleSpinBox, QFormLayout, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QPushButton, QScrollArea, QSizePolicy, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from simclr_studio.augment import preview_views
 from simclr_studio.config import BLEND_SOURCES, MASK_FILLS, AugmentConfig
@@ -57,7 +69,7 @@ def matching_preset(cfg: AugmentConfig, suggested: AugmentConfig | None = None) 
     """The preset whose values the controls show (to the spin boxes' precision), else "Custom"."""
     def close(a, b) -> bool:
         if isinstance(a, tuple):
-            return all(close(x, y) for x, y in zip(a, b))
+            return all(close(x, y) for x, y in zip(a, b, strict=True))
         if isinstance(a, float):
             return abs(a - b) < 1e-3
         return a == b

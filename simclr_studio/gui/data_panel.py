@@ -3,8 +3,20 @@
 from __future__ import annotations
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import (QGroupBox, QHBoxLayout, QHeaderView, QLabel, QProgressBar, QPushButton, QSplitter,
-                               QStackedWidget, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from simclr_studio.data import ScanResult
 from simclr_studio.gui.thumbnails import ThumbnailModel, ThumbnailView
@@ -29,7 +41,8 @@ class DataPanel(QWidget):
         steps = QHBoxLayout()
         steps.addStretch()
         for number, title, text in (
-            (1, "Drop a folder", "Any folder of images; subfolders are read as<br>classes, used only to measure quality."),
+            (1, "Drop a folder",
+             "Any folder of images; subfolders are read as<br>classes, used only to measure quality."),
             (2, "Preview &amp; train", "See the two augmented views of each image,<br>then train on your GPU or CPU."),
             (3, "Explore &amp; export", "Click through the map of what it learned;<br>export the encoder's weights."),
         ):
@@ -148,6 +161,6 @@ class DataPanel(QWidget):
             self.skipped.setItem(row, 0, QTableWidgetItem(skipped.path))
             self.skipped.setItem(row, 1, QTableWidgetItem(skipped.reason))
         self.skipped_box.setVisible(bool(scan.skipped))
-        names = [scan.classes[l] if l >= 0 else "" for l in scan.labels] if labeled else None
+        names = [scan.classes[label] if label >= 0 else "" for label in scan.labels] if labeled else None
         self.model.set_images(scan.paths, names)
         self.stack.setCurrentIndex(2)

@@ -8,8 +8,19 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QPixmap
-from PySide6.QtWidgets import (QComboBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout, QLabel,
-                               QProgressBar, QPushButton, QSplitter, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from simclr_studio.data import IMAGE_EXTENSIONS, ScanResult
 from simclr_studio.gui.map_view import MapView
@@ -39,7 +50,7 @@ class ExplorePanel(QWidget):
         self._train_run: Path | None = None  # the run the Train tab shows
         self._chosen_run: Path | None = None  # a run picked through "Other checkpoint…"
         self.scan: ScanResult | None = None
-        self.run = None  # LoadedRun of the embedded checkpoint
+        self.run = None  # TrainedModel of the embedded checkpoint
         self.emb = None  # Embeddings
         self.cache_file: Path | None = None
         self.index = None  # NeighbourIndex
@@ -171,7 +182,7 @@ class ExplorePanel(QWidget):
     # ---- sources ------------------------------------------------------------------------------
     def set_sources(self, run_dir: Path | None, scan: ScanResult | None) -> None:
         """The run whose checkpoints embed ``scan``'s images; called whenever the tab is shown."""
-        from simclr_studio.runs import list_checkpoints
+        from simclr_studio.run_folder import RunFolder
 
         if run_dir != self._train_run:  # the Train tab moved to another run: it wins again
             self._train_run, self._chosen_run = run_dir, None
@@ -183,7 +194,7 @@ class ExplorePanel(QWidget):
         self.checkpoint.blockSignals(True)  # refilled (new epochs add checkpoints) without losing the choice
         current = self.checkpoint.currentData()
         self.checkpoint.clear()
-        for path in (list_checkpoints(run_dir) if run_dir is not None else []):
+        for path in (RunFolder(run_dir).checkpoints() if run_dir is not None else []):
             self.checkpoint.addItem(path.name, str(path))
         if current and self.checkpoint.findData(current) < 0 and Path(current).is_file() and not run_changed:
             self.checkpoint.addItem(Path(current).name, current)
@@ -196,14 +207,13 @@ class ExplorePanel(QWidget):
             self.embed()  # cached: reopening is instant
 
     def _cache_exists(self) -> bool:
-        from simclr_studio.config import RunConfig
         from simclr_studio.embeddings import cache_path
-        from simclr_studio.train import CONFIG_FILE
+        from simclr_studio.run_folder import RunFolder
 
         if self.run_dir is None or self.scan is None or not self.checkpoint.currentData():
             return False
         try:
-            size = RunConfig.load(self.run_dir / CONFIG_FILE).image_size
+            size = RunFolder(self.run_dir).load_config().image_size
             return cache_path(self.run_dir, self.checkpoint.currentData(), size, self.scan.paths).is_file()
         except (OSError, ValueError):
             return False
@@ -230,7 +240,9 @@ class ExplorePanel(QWidget):
 
     def use_checkpoint(self, path: Path) -> None:
         """Any saved checkpoint: its run folder is the one above ``checkpoints/``."""
-        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        from simclr_studio.run_folder import RunFolder
+
+        run_dir = RunFolder.of_checkpoint(path).path
         self._chosen_run = run_dir
         self.set_sources(self._train_run, self.scan)
         at = self.checkpoint.findData(str(path))
@@ -312,7 +324,7 @@ class ExplorePanel(QWidget):
         from simclr_studio.device import available_devices
         from simclr_studio.embeddings import embed_cached
         from simclr_studio.projection import pca_2d
-        from simclr_studio.runs import load_run
+        from simclr_studio.trained import load_trained
 
         if self.run_dir is None or self.scan is None or self.checkpoint.count() == 0:
             self._refresh_state()
@@ -322,7 +334,7 @@ class ExplorePanel(QWidget):
         self.clear()
 
         def work(progress, should_stop):
-            run = load_run(run_dir, checkpoint)
+            run = load_trained(run_dir, checkpoint)
             emb, path, cached = embed_cached(run, scan, device, progress=progress, should_stop=should_stop)
             if len(emb) == 0:
                 raise ValueError("no image of the folder could be decoded")
@@ -470,7 +482,7 @@ class ExplorePanel(QWidget):
         self.result_mode = mode
         self.result_rows = [int(r) for r in rows]
         self.results_title.setText(title)
-        captions = [" · ".join(t for t in (s, self._label_of(r)) if t) for r, s in zip(self.result_rows, scores)]
+        captions = [" · ".join(t for t in (s, self._label_of(r)) if t) for r, s in zip(self.result_rows, scores, strict=True)]
         self.results_model.set_images([self.emb.paths[r] for r in self.result_rows], captions)
 
     def _show_focus(self, path: str, caption: str) -> None:

@@ -3,14 +3,26 @@ labels and map coordinates) and the map as PNG, written in the background; it li
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
-from PySide6.QtWidgets import (QCheckBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLabel, QLineEdit, QPlainTextEdit, QToolButton, QVBoxLayout)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QToolButton,
+    QVBoxLayout,
+)
 
 from simclr_studio.gui.workers import ProgressJob
 
@@ -30,7 +42,8 @@ def save_qimage_atomic(image: QImage, path: Path) -> None:
             os.unlink(tmp)
 
 
-def write_exports(run, emb, map_name: str, map_image: QImage | None, folder: Path, choices: dict[str, bool]) -> list[Path]:
+def write_exports(run, emb, map_name: str, map_image: QImage | None, folder: Path,
+                  choices: dict[str, bool]) -> list[Path]:
     """Write every chosen export into ``folder``; returns the files written. Runs on a worker thread."""
     from simclr_studio.export import export_weights, save_embeddings
 
@@ -134,12 +147,9 @@ class ExportDialog(QDialog):
             self.status.setText("Choose at least one thing to export.")
             return
         folder = Path(self.folder.text()).expanduser()
-        if choices["onnx"]:
-            try:
-                import onnx  # noqa: F401
-            except ImportError:
-                self.status.setText("ONNX export needs the onnx extra: pip install 'simclr-studio[onnx]'")
-                return
+        if choices["onnx"] and importlib.util.find_spec("onnx") is None:
+            self.status.setText("ONNX export needs the onnx extra: pip install 'simclr-studio[onnx]'")
+            return
         image = self.map_snapshot if choices["png"] else None
         run, emb, map_name = self.run, self.emb, self.map_name
         self.export_button.setEnabled(False)

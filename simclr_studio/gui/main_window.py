@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QTabWidget
 
@@ -16,13 +16,13 @@ from simclr_studio.gui.explore_panel import ExplorePanel
 from simclr_studio.gui.preferences import Preferences, PreferencesDialog
 from simclr_studio.gui.train_panel import TrainPanel
 from simclr_studio.gui.workers import ScanJob
-from simclr_studio.train import CONFIG_FILE
+from simclr_studio.run_folder import RunFolder
 
 MAX_RECENT = 8
 
 
 def is_run_folder(path: Path) -> bool:
-    return (path / CONFIG_FILE).is_file() and ((path / "events.jsonl").exists() or (path / "checkpoints").is_dir())
+    return RunFolder(path).is_run()
 
 
 class MainWindow(QMainWindow):
@@ -263,7 +263,8 @@ class MainWindow(QMainWindow):
         data_dir = self.train_panel.data_dir
         if data_dir and Path(data_dir).is_dir():
             self.open_data_for_run(Path(data_dir))
-        self.statusBar().showMessage({"live": "Following a live run", "resumable": "Run opened: press Resume to continue",
+        self.statusBar().showMessage({"live": "Following a live run",
+                                      "resumable": "Run opened: press Resume to continue",
                                       "finished": "Run opened"}[state] + f" · {run_dir}")
 
     def open_data_for_run(self, folder: Path) -> None:

@@ -8,8 +8,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QFileDialog, QFormLayout, QHBoxLayout,
-                               QLineEdit, QPushButton, QSpinBox, QWidget)
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLineEdit,
+    QPushButton,
+    QSpinBox,
+    QWidget,
+)
 
 THEMES = ("light", "dark")
 DEFAULT_THUMBNAILS = 4000
@@ -26,7 +36,7 @@ class Preferences:
     thumbnail_cache: int = DEFAULT_THUMBNAILS  # thumbnails kept decoded (≈ 40 KB each at 96 px)
 
     @classmethod
-    def load(cls, settings: QSettings) -> "Preferences":
+    def load(cls, settings: QSettings) -> Preferences:
         theme = str(settings.value("theme", "light"))
         try:
             cache = int(settings.value("thumbnail_cache", DEFAULT_THUMBNAILS))

@@ -10,13 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
-from simclr_studio.augment import centre_view
 from simclr_studio.data import ScanResult, decode_all, without_failures
-from simclr_studio.evaluate import (knn_sample, leave_one_out_knn, linear_probe_accuracy, raw_pixel_features,
-                                    stratified_split)
-from simclr_studio.train import BASELINE_MAX_SIDE
+from simclr_studio.evaluate import (
+    knn_sample,
+    leave_one_out_knn,
+    linear_probe_accuracy,
+    raw_pixel_features,
+    stratified_split,
+)
 
 ROWS = (("trained", "This checkpoint"), ("random", "Random encoder"), ("raw", "Raw pixels"))
 RAW_CHUNK = 1024  # images decoded at a time for the raw-pixel row (bounded memory at large sizes)
@@ -65,15 +67,13 @@ def measure_quality(emb, run, scan: ScanResult, device, progress=None, should_st
 
 def raw_pixels(paths: list[str], size: int, progress=None, should_stop=None) -> tuple[np.ndarray, np.ndarray]:
     """(raw-pixel features, indices of the paths that decoded) as the trainer's baseline takes them:
-    the evaluation view at the run's size (resize, centre crop), reduced to at most BASELINE_MAX_SIDE."""
+    the evaluation view at the run's size (resize, centre crop), reduced as raw_pixel_features does."""
     parts, keep = [], []
     for start in range(0, len(paths), RAW_CHUNK):
         if should_stop is not None and should_stop():
             raise InterruptedError("cancelled")
         images, failed = decode_all(paths[start : start + RAW_CHUNK], size)
         images = without_failures(images, failed)
-        if size > BASELINE_MAX_SIDE:
-            images = (centre_view(images, BASELINE_MAX_SIDE) * 255).round_().to(torch.uint8)
         parts.append(raw_pixel_features(images))
         keep += [start + i for i in range(min(RAW_CHUNK, len(paths) - start)) if i not in failed]
         if progress is not None:

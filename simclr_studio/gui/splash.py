@@ -47,6 +47,6 @@ class SplashWindow(QWidget):
             self.move(screen.availableGeometry().center() - self.rect().center())
         self.show()
 
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+    def paintEvent(self, event) -> None:
         super().paintEvent(event)
         self.painted = True

@@ -12,6 +12,7 @@ from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate
 from simclr_studio.data import decode_image
 
 THUMB = 72
+_ROOT = QModelIndex()  # the invalid index: the list's (only) parent
 
 
 def array_to_qimage(array) -> QImage:
@@ -73,7 +74,7 @@ class ThumbnailModel(QAbstractListModel):
         self.pending.clear()
         self.endResetModel()
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: B008
+    def rowCount(self, parent: QModelIndex = _ROOT) -> int:
         return 0 if parent.isValid() else len(self.paths)
 
     def data(self, index: QModelIndex, role: int = Qt.ItemDataRole.DisplayRole):
@@ -115,7 +116,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
     model for a dozen roles per item, each a call into Python that must take the GIL from busy
     worker threads: with thumbnails loading, that made a repaint of the grid stall for tens of ms."""
 
-    def __init__(self, view: "ThumbnailView"):
+    def __init__(self, view: ThumbnailView):
         super().__init__(view)
         self.view = view
 
@@ -134,7 +135,8 @@ class ThumbnailDelegate(QStyledItemDelegate):
             painter.setPen(option.palette.color(option.palette.ColorRole.HighlightedText
                                                 if option.state & QStyle.StateFlag.State_Selected
                                                 else option.palette.ColorRole.Text))
-            painter.drawText(text_rect, Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap,
+            painter.drawText(text_rect,
+                             Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap,
                              model.labels[row])
 
     def sizeHint(self, option, index) -> QSize:

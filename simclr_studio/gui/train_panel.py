@@ -12,21 +12,50 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import (QCheckBox, QGraphicsItem, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox,
-                               QHBoxLayout, QLabel, QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QSlider,
-                               QSpinBox, QSplitter, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGraphicsItem,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSpinBox,
+    QSplitter,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from simclr_studio.config import BACKBONES, OPTIMIZERS, ConfigError, RunConfig
 from simclr_studio.device import available_devices, device_choices
-from simclr_studio.events import (BaselineEvent, CheckpointEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, PlanEvent,
-                                  PrepareProgress, RunFinished, RunStarted, StateEvent, read_events, EVENTS_FILE)
+from simclr_studio.events import (
+    BaselineEvent,
+    CheckpointEvent,
+    EpochEvent,
+    ErrorEvent,
+    EvalEvent,
+    LogEvent,
+    PlanEvent,
+    PrepareProgress,
+    RunFinished,
+    RunStarted,
+    StateEvent,
+    read_events,
+)
 from simclr_studio.gui.knn_plot import KnnPlot
 from simclr_studio.gui.run_length import RunLength, default_minutes, format_minutes, progress_text
 from simclr_studio.gui.workers import RunFollower, TrainJob
 from simclr_studio.history import RunHistory, smooth_ema
-from simclr_studio.train import CONFIG_FILE, last_checkpoint
+from simclr_studio.run_folder import CONFIG_FILE, EVENTS_FILE, LIVE_WINDOW_S, RunFolder
 
-LIVE_WINDOW_S = 120  # an events file touched this recently, without a "finished" event, is a live run
 # Text and progress follow events at ~15 Hz; the curves redraw at most 10 times a second.
 PLOT_INTERVAL_S = 0.1
 LEFT_AXIS_WIDTH = 56  # px: room for tick labels such as "0.0003" or "1.2e+03"
@@ -313,7 +342,7 @@ class TrainPanel(QWidget):
         if self.is_running():
             return
         self.error_banner.hide()
-        resume = self.opened_run is not None and last_checkpoint(self.opened_run).exists()
+        resume = self.opened_run is not None and RunFolder(self.opened_run).last_checkpoint.exists()
         try:
             if resume:
                 cfg = RunConfig.load(self.opened_run / CONFIG_FILE)
@@ -329,7 +358,7 @@ class TrainPanel(QWidget):
                 if not self.run_dir.text().strip() or not Path(self.run_dir.text()).expanduser().is_absolute():
                     raise ConfigError("choose a run folder (a full path) for this run's checkpoints and logs")
                 run_dir = Path(self.run_dir.text()).expanduser()
-                if last_checkpoint(run_dir).exists():
+                if RunFolder(run_dir).last_checkpoint.exists():
                     raise ConfigError(f"{run_dir} already holds a run: choose another run folder")
         except ConfigError as exc:
             self.show_error(str(exc))
@@ -352,7 +381,7 @@ class TrainPanel(QWidget):
         if not self.is_running():
             return
         if self.history.paused or self.pause_button.text() == "Resume":
-            self.job.resume()
+            self.job.unpause()
             self.pause_button.setText("Pause")
         else:
             self.job.pause()
@@ -406,10 +435,10 @@ class TrainPanel(QWidget):
         self._update_progress()  # replaces "Stopping…" and other transient text
         self.append_log(f"Run {status}." + (" Press Resume to continue it, or New run to start another."
                                              if status != "completed" and self.opened_run is not None
-                                             and last_checkpoint(self.opened_run).exists() else ""))
+                                             and RunFolder(self.opened_run).last_checkpoint.exists() else ""))
 
     def _set_running(self, running: bool) -> None:
-        resume_mode = self.opened_run is not None and last_checkpoint(self.opened_run).exists() and not running
+        resume_mode = self.opened_run is not None and RunFolder(self.opened_run).last_checkpoint.exists() and not running
         spent = (resume_mode and self.length.is_minutes() and self.history.finished is not None
                  and self.history.finished.status == "completed")  # a finished budget: nothing to resume
         self.start_button.setEnabled(not running and not spent and (bool(self.data_dir) or resume_mode))
@@ -455,8 +484,8 @@ class TrainPanel(QWidget):
         else:
             self.on_events(events)
             self._update_plots()  # the whole history at once, not throttled
-            state = "resumable" if last_checkpoint(run_dir).exists() else "finished"
-            if last_checkpoint(run_dir).exists():
+            state = "resumable" if RunFolder(run_dir).last_checkpoint.exists() else "finished"
+            if RunFolder(run_dir).last_checkpoint.exists():
                 done = self.history.finished is not None and self.history.finished.status == "completed"
                 self.append_log("Press Resume to continue this run from its last checkpoint." if not done else
                                 "Run complete: raise Epochs and press Resume to train longer." if cfg.minutes is None

@@ -8,31 +8,26 @@ thousands of steps per second still costs the interface a handful of updates per
 
 from __future__ import annotations
 
-import collections
-import json
 import os
-import subprocess
-import sys
-import tempfile
 import threading
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from simclr_studio.config import RunConfig
 from simclr_studio.data import DataError, ScanResult, looks_grayscale, scan_folder, typical_side
-from simclr_studio.events import EVENTS_FILE, ErrorEvent, Event, RunFinished, event_from_dict, follow_events
+from simclr_studio.events import follow_events
+from simclr_studio.run_folder import RunFolder
+from simclr_studio.training_link import ChildRun
 
 UI_INTERVAL_MS = 66  # ~15 Hz
-PROCESS_LOG = "train.log"  # the training process's own messages, in the run folder
 
 
 def lower_thread_priority(niceness: int = 5) -> None:
     """Let the window win the CPU when both want it: on Linux a thread has its own nice value, and
     the threads torch starts from this one inherit it. Elsewhere this does nothing."""
-    import os
 
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), niceness)
@@ -40,22 +35,11 @@ def lower_thread_priority(niceness: int = 5) -> None:
         pass
 
 
-def train_command() -> list[str]:
-    """How to start the command line from the app (a frozen bundle is its own interpreter)."""
-    if getattr(sys, "frozen", False):
-        return [sys.executable]
-    return [sys.executable, "-m", "simclr_studio"]
-
-
 class TrainJob(QObject):
-    """Runs a training run as a child process (``simclr-studio train --pipe``): its events arrive as
-    JSON lines on a pipe and reach the GUI thread in batches; pause, resume and stop go down stdin.
+    """A training process (see ``training_link.ChildRun``) whose events reach the GUI thread in
+    batches, at most ~15 times a second, through ``events``; ``done`` follows the last batch."""
 
-    A separate process trains exactly as fast as the command line does: the window's drawing never
-    holds the trainer's interpreter lock, and a crash in training cannot take the window with it.
-    """
-
-    events = Signal(list)  # list[Event], at most ~15 times a second
+    events = Signal(list)  # list[Event]
     done = Signal(str)  # final status
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False, parent: QObject | None = None,
@@ -63,131 +47,52 @@ class TrainJob(QObject):
         """``nproc`` > 1: data-parallel in that many processes (torchrun, one per GPU); rank 0 speaks."""
         super().__init__(parent)
         self.cfg = cfg
-        self.nproc = nproc
         self.run_dir = Path(run_dir)
         self.resuming = resume
-        self._queue: collections.deque[Event] = collections.deque()
-        self._proc: subprocess.Popen | None = None
-        self._request: Path | None = None
-        self._reader = threading.Thread(target=self._read, name="train-events", daemon=True)
+        # A time-budgeted run resumes with its saved plan; an epochs run may have been lengthened.
+        self.child = (ChildRun.resume(run_dir, cfg.epochs if cfg.minutes is None else None, cfg.device, nproc)
+                      if resume else ChildRun.new_run(cfg, run_dir, nproc))
         self._timer = QTimer(self)
         self._timer.setInterval(UI_INTERVAL_MS)
         self._timer.timeout.connect(self._drain)
-        self.status: str | None = None
         self._done_emitted = False
 
     def command(self) -> list[str]:
-        args = ["train", "--out", str(self.run_dir), "--quiet", "--pipe"]
-        if self.nproc > 1:
-            args += ["--nproc", str(self.nproc)]
-        if self.resuming:
-            # A time-budgeted run resumes with its saved plan; an epochs run may have been lengthened.
-            length = ["--epochs", str(self.cfg.epochs)] if self.cfg.minutes is None else []
-            return train_command() + args + ["--resume", *length, "--device", self.cfg.device]
-        fd, request = tempfile.mkstemp(prefix="simclr-studio-run-", suffix=".json")
-        os.close(fd)
-        self._request = Path(request)
-        self.cfg.save(self._request)
-        return train_command() + args + [self.cfg.data_dir, "--config", str(self._request)]
+        return self.child.command
+
+    @property
+    def status(self) -> str | None:
+        return self.child.status
 
     def start(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        command = self.command()
-        # The child's messages for people (and any crash report) go to a log beside the run.
-        log = open(self.run_dir / PROCESS_LOG, "ab")
-        try:
-            self._proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        except OSError as exc:
-            self._queue.append(ErrorEvent(message=f"cannot start training: {exc}", category="error"))
-            self._queue.append(RunFinished(status="failed", epoch=0, global_step=0))
-            self._proc = None
-        finally:
-            log.close()
+        self.child.start()
         self._timer.start()
-        self._reader.start()
-
-    def _send(self, command: str) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            try:
-                self._proc.stdin.write(f"{command}\n".encode())
-                self._proc.stdin.flush()
-            except (BrokenPipeError, OSError, ValueError):
-                pass
 
     def pause(self) -> None:
-        self._send("pause")
+        self.child.pause()
 
-    def resume(self) -> None:
-        self._send("resume")
+    def unpause(self) -> None:
+        self.child.unpause()
 
     def stop(self) -> None:
-        self._send("stop")
+        self.child.stop()
 
     def is_running(self) -> bool:
         """True from start() until ``done`` is emitted (after the last event reached the window)."""
-        return self._reader.ident is not None and not self._done_emitted
+        return self._timer.isActive() and not self._done_emitted
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the process to end (its last events still arrive through the event loop)."""
-        if self._reader.ident is not None:
-            self._reader.join(timeout)
-        return not self._reader.is_alive()
-
-    def _read(self) -> None:
-        finished = None
-        try:
-            finished = self._follow()
-        finally:  # whatever happens here, the window must hear that the run ended
-            self.status = finished.status if finished is not None else "failed"
-
-    def _follow(self) -> RunFinished | None:
-        finished = None
-        if self._proc is not None:
-            for raw in self._proc.stdout:
-                try:
-                    event = event_from_dict(json.loads(raw))
-                except (ValueError, TypeError):
-                    continue  # not an event line
-                if event is not None:
-                    finished = event if isinstance(event, RunFinished) else finished
-                    self._queue.append(event)
-            code = self._proc.wait()
-            if finished is None:  # the process died without reporting: say why, as well as we can
-                self._queue.append(ErrorEvent(category="error", message=(
-                    f"the training process exited unexpectedly (code {code}): {self._log_tail()}")))
-                finished = RunFinished(status="failed", epoch=0, global_step=0)
-                self._queue.append(finished)
-            for pipe in (self._proc.stdin, self._proc.stdout):
-                try:
-                    pipe.close()
-                except OSError:
-                    pass
-        if self._request is not None:
-            try:
-                self._request.unlink(missing_ok=True)
-            except OSError:
-                pass
-        return finished
-
-    def _log_tail(self, lines: int = 3) -> str:
-        try:
-            text = (self.run_dir / PROCESS_LOG).read_text(errors="replace").strip().splitlines()
-        except OSError:
-            return "no log"
-        return " / ".join(text[-lines:]) or "no output"
+        return self.child.wait(timeout)
 
     @Slot()
     def _drain(self) -> None:
-        batch = []
-        while self._queue:
-            batch.append(self._queue.popleft())
+        batch = self.child.drain()
         if batch:
             self.events.emit(batch)
-        if self.status is not None and not self._reader.is_alive() and not self._queue:
+        if not self.child.is_running():
             self._timer.stop()
             self._done_emitted = True
-            self.done.emit(self.status)
+            self.done.emit(self.child.status or "failed")
 
 
 class RunFollower(QObject):
@@ -198,7 +103,7 @@ class RunFollower(QObject):
 
     def __init__(self, run_dir: str | Path, interval_ms: int = 250, parent: QObject | None = None):
         super().__init__(parent)
-        self.path = Path(run_dir) / EVENTS_FILE
+        self.path = RunFolder(run_dir).events_file
         self.offset = 0
         self._timer = QTimer(self)
         self._timer.setInterval(interval_ms)

@@ -1,4 +1,4 @@
-"""Opening a finished (or running) run folder: its config, its checkpoints and its trained encoder."""
+"""A trained encoder read back from a run folder's checkpoint (what embedding, evaluation and export use)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ import torch
 from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint
 from simclr_studio.config import RunConfig
 from simclr_studio.model import SimCLRModel, build_backbone
-from simclr_studio.train import CHECKPOINT_DIR, CONFIG_FILE, last_checkpoint
+from simclr_studio.run_folder import RunFolder
 
 
 @dataclass
-class LoadedRun:
+class TrainedModel:
     run_dir: Path
     config: RunConfig
     model: SimCLRModel
@@ -25,21 +25,14 @@ class LoadedRun:
     identity: tuple | None = None  # (size, mtime_ns, inode) of the checkpoint file whose weights were read
 
 
-def list_checkpoints(run_dir: str | Path) -> list[Path]:
-    """last.pt first, then the kept per-epoch checkpoints, newest first."""
-    folder = Path(run_dir) / CHECKPOINT_DIR
-    found = [folder / "last.pt"] if (folder / "last.pt").exists() else []
-    return found + sorted(folder.glob("epoch_*.pt"), reverse=True)
-
-
-def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> LoadedRun:
+def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> TrainedModel:
     """Rebuild the trained model of a run folder from a checkpoint (default: the latest)."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run folder not found: {run_dir}")
-    path = Path(checkpoint) if checkpoint else last_checkpoint(run_dir)
+    folder = RunFolder(run_dir)
+    if not folder.path.is_dir():
+        raise CheckpointError(f"run folder not found: {folder.path}")
+    path = Path(checkpoint) if checkpoint else folder.last_checkpoint
     if not path.exists():
-        raise CheckpointError(f"no checkpoint in {run_dir} (expected {path}); has this run trained an epoch?")
+        raise CheckpointError(f"no checkpoint in {folder.path} (expected {path}); has this run trained an epoch?")
     identity = None
     for _ in range(3):  # a trainer may replace last.pt while we read it: read until the file held still
         before = file_identity(path)
@@ -51,8 +44,8 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
         cfg = RunConfig.from_dict(json.loads(state["config"]))
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{path}: unreadable config ({exc})") from exc
-    if (run_dir / CONFIG_FILE).exists() is False:
-        cfg.save(run_dir / CONFIG_FILE)
+    if not folder.has_config():
+        cfg.save(folder.config_file)
     backbone, dim = build_backbone(cfg.backbone, cfg.resolved_small_stem())
     model = SimCLRModel(backbone, dim, cfg.proj_hidden_dim, cfg.proj_out_dim)
     try:
@@ -60,7 +53,7 @@ def load_run(run_dir: str | Path, checkpoint: str | Path | None = None, device: 
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the saved config ({str(exc).splitlines()[0]})") from exc
     model.eval().to(torch.device(device))
-    return LoadedRun(run_dir, cfg, model, path, int(state["epoch"]), int(state["global_step"]), identity)
+    return TrainedModel(folder.path, cfg, model, path, int(state["epoch"]), int(state["global_step"]), identity)
 
 
 def file_identity(path: str | Path) -> tuple[int, int, int]:

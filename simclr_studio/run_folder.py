@@ -1,0 +1,139 @@
+"""A run folder: the one place that names what a run keeps on disk, and says what state it is in.
+
+    RUN_DIR/config.json          the run's RunConfig (what it learns and how)
+    RUN_DIR/checkpoints/last.pt  the newest checkpoint (resuming starts here)
+    RUN_DIR/checkpoints/epoch_NNNN.pt  the newest few per-epoch checkpoints
+    RUN_DIR/events.jsonl         every event of every session of the run (followers read it live)
+    RUN_DIR/train.log            what the training process printed when the app started it
+    RUN_DIR/embeddings/          cached features of folders embedded with the run's checkpoints
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from simclr_studio.config import RunConfig
+from simclr_studio.events import Event, RunFinished, read_events
+
+CONFIG_FILE = "config.json"
+EVENTS_FILE = "events.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.pt"
+PROCESS_LOG = "train.log"
+EMBEDDINGS_DIR = "embeddings"
+LIVE_WINDOW_S = 120  # an events file touched this recently, without a "finished" event, is a live run
+
+RunState = Literal["new", "live", "resumable", "finished"]
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path).expanduser())
+
+    @classmethod
+    def of_checkpoint(cls, checkpoint: str | Path) -> RunFolder:
+        """The run folder a checkpoint file belongs to (the one above ``checkpoints/``)."""
+        parent = Path(checkpoint).parent
+        return cls(parent.parent if parent.name == CHECKPOINT_DIR else parent)
+
+    # ---- paths ---------------------------------------------------------------------------------
+    @property
+    def config_file(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def events_file(self) -> Path:
+        return self.path / EVENTS_FILE
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoint_dir / LAST_CHECKPOINT
+
+    @property
+    def process_log(self) -> Path:
+        return self.path / PROCESS_LOG
+
+    @property
+    def embeddings_dir(self) -> Path:
+        return self.path / EMBEDDINGS_DIR
+
+    def epoch_checkpoint(self, epoch: int) -> Path:
+        return self.checkpoint_dir / f"epoch_{epoch:04d}.pt"
+
+    # ---- what is there ----------------------------------------------------------------------------
+    def is_run(self) -> bool:
+        """A folder a run has written (its config, and events or checkpoints)."""
+        return self.config_file.is_file() and (self.events_file.exists() or self.checkpoint_dir.is_dir())
+
+    def has_config(self) -> bool:
+        return self.config_file.is_file()
+
+    def can_resume(self) -> bool:
+        """A checkpoint to continue from (a new run must not be started here)."""
+        return self.last_checkpoint.exists()
+
+    def checkpoints(self) -> list[Path]:
+        """last.pt first, then the kept per-epoch checkpoints, newest first."""
+        found = [self.last_checkpoint] if self.last_checkpoint.exists() else []
+        return found + sorted(self.checkpoint_dir.glob("epoch_*.pt"), reverse=True)
+
+    def epoch_checkpoints(self) -> list[Path]:
+        """The kept per-epoch checkpoints, oldest first."""
+        return sorted(self.checkpoint_dir.glob("epoch_*.pt"))
+
+    def load_config(self) -> RunConfig:
+        return RunConfig.load(self.config_file)
+
+    def events(self) -> list[Event]:
+        return read_events(self.events_file) if self.events_file.exists() else []
+
+    def state(self, events: list[Event] | None = None, now: float | None = None) -> RunState:
+        """live: another process is writing it; resumable: a checkpoint to continue from (a
+        completed run can be lengthened too); finished: ended with nothing to resume; new: empty."""
+        events = self.events() if events is None else events
+        finished = bool(events) and isinstance(events[-1], RunFinished)
+        if not finished and self.events_file.exists():
+            now = time.time() if now is None else now
+            if now - self.events_file.stat().st_mtime < LIVE_WINDOW_S:
+                return "live"
+        if self.can_resume():
+            return "resumable"
+        return "finished" if self.is_run() else "new"
+
+    def last_status(self, events: list[Event] | None = None) -> str | None:
+        """How the run's last session ended ("completed", "stopped", "failed"), or None."""
+        events = self.events() if events is None else events
+        ends = [e for e in events if isinstance(e, RunFinished)]
+        return ends[-1].status if ends else None
+
+
+# ---- the one resume rule ----------------------------------------------------------------------------
+RESUMABLE_SETTINGS = ("epochs", "device")  # all a resumed run may change: how long and where
+
+
+def resume_config(saved: RunConfig, epochs: int | None = None, device: str | None = None) -> RunConfig:
+    """The config a resumed run trains with: the saved one, except its length in epochs (which
+    turns a time-budgeted run into an epochs run) and the device. Nothing else may change, because
+    the checkpoint's weights, optimizer state and schedule belong to the saved config."""
+    cfg = RunConfig.from_dict(saved.to_dict())
+    if epochs is not None:
+        cfg.epochs = epochs
+        cfg.minutes = None
+    if device is not None:
+        cfg.device = device
+    return cfg
+
+
+def ignored_on_resume(given: dict[str, object]) -> list[str]:
+    """Of the settings given for a resumed run, those that the resume rule ignores."""
+    return [name for name, value in given.items() if value is not None and name not in RESUMABLE_SETTINGS]

@@ -204,3 +204,24 @@ def follow_events(path: Path, offset: int) -> tuple[Iterator[Event], int]:
         if event is not None:
             events.append(event)
     return iter(events), offset + end + 1
+
+
+class EventsFollower:
+    """Follows an events file that another process writes (a run started from the command line,
+    or on another machine sharing the folder): each :meth:`poll` returns what was appended."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.offset = 0
+
+    def poll(self) -> tuple[list[Event], bool]:
+        """(new events, reset): reset is True when the file was truncated or replaced, and the
+        events then start again from its beginning (whoever shows them must start over)."""
+        reset = False
+        try:
+            if self.offset and self.path.stat().st_size < self.offset:
+                self.offset, reset = 0, True
+            new, self.offset = follow_events(self.path, self.offset)
+        except (OSError, ValueError):
+            return [], reset
+        return list(new), reset

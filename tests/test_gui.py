@@ -259,7 +259,7 @@ def test_a_newer_folder_wins_over_a_slower_scan(window, qtbot, tmp_path):
 
 def test_follower_restarts_when_the_events_file_is_rewritten(qtbot, tmp_path):
     from simclr_studio.events import EventLog, LogEvent
-    from simclr_studio.gui.workers import RunFollower
+    from simclr_studio.gui.train_job import RunFollower
 
     log = EventLog(tmp_path / "events.jsonl")
     for i in range(5):

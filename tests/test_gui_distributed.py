@@ -65,7 +65,7 @@ def test_all_gpus_launches_torchrun(two_gpu_window, qtbot, tmp_path, monkeypatch
 def test_a_two_process_run_reports_through_the_app(qtbot, tmp_path, tiny_config):
     # The same path on CPU (gloo): torchrun's rank 0 speaks on the pipe, the window follows it.
     from simclr_studio.gui.app import create_app
-    from simclr_studio.gui.workers import TrainJob
+    from simclr_studio.gui.train_job import TrainJob
 
     create_app()
     tiny_config.data_dir = str(make_image_folder(tmp_path / "imgs", classes=2, per_class=16))

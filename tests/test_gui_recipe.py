@@ -282,7 +282,7 @@ def test_a_grey_folder_gets_the_grey_recipe(window, qtbot, tmp_path):
 
 
 def test_a_budgeted_run_resumes_without_an_epochs_override(qapp, tmp_path):
-    from simclr_studio.gui.workers import TrainJob
+    from simclr_studio.gui.train_job import TrainJob
 
     budgeted = TrainJob(RunConfig(minutes=5.0, epochs=1, device="cpu"), tmp_path, resume=True).command()
     assert "--resume" in budgeted and "--epochs" not in budgeted  # --epochs would turn it into an epochs run

@@ -1,14 +1,10 @@
-"""How long a run trains — a time budget in minutes or a number of epochs — and the progress line
-that follows from it. Kept apart from train_panel.py so that module stays readable."""
+"""How long a run trains: a time budget in minutes or a number of epochs."""
 
 from __future__ import annotations
-
-import math
 
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QSpinBox, QWidget
 
 from simclr_studio.config import RunConfig
-from simclr_studio.history import RunHistory
 
 MINUTES, EPOCHS = "Minutes", "Epochs"
 # The budget offered for a new folder until the user types one: a coffee break on a CPU, longer on a GPU.
@@ -17,17 +13,6 @@ DEFAULT_MINUTES = {"cpu": 10.0, "gpu": 30.0}
 
 def default_minutes(device_type: str) -> float:
     return DEFAULT_MINUTES["gpu" if device_type in ("cuda", "mps") else "cpu"]
-
-
-def format_seconds(seconds: float) -> str:
-    seconds = int(max(0, seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
-
-
-def format_minutes(minutes: float) -> str:
-    return f"{minutes:.0f}" if minutes >= 10 else f"{minutes:.2g}"
 
 
 class RunLength(QWidget):
@@ -95,29 +80,3 @@ class RunLength(QWidget):
         self.mode.setEnabled(not running and not resuming)
         self.minutes.setEnabled(not running and not resuming)
         self.epochs.setEnabled(not running and not (resuming and self.is_minutes()))
-
-
-def progress_text(h: RunHistory, minutes: float | None, epochs: int) -> tuple[str, int]:
-    """The progress line and the bar's maximum (0: a busy bar, while a budgeted run measures its speed).
-
-    ``minutes`` is the form's budget (None for an epochs run); a planned run's own budget wins.
-    ``epochs`` is shown when the run's steps per epoch are not known.
-    """
-    step = h.last_step
-    total = h.total_steps or 1
-    if h.paused:
-        return "Paused", total
-    if h.finished is not None:
-        return f"{h.finished.status.capitalize()} · step {step.global_step:,} of {total:,}", total
-    budget = h.plan.budget_s / 60 if h.plan is not None else minutes
-    speed = f"{step.images_per_s:,.0f} images/s"
-    if budget is not None and h.plan is None:
-        return (f"Measuring speed to plan the {format_minutes(budget)} min budget · step {step.global_step:,} · "
-                f"{speed}"), 0
-    per_epoch = h.started.steps_per_epoch if h.started is not None else 0
-    if per_epoch:
-        epochs = math.ceil(total / per_epoch)
-    where = f"Epoch {step.epoch + 1} of {epochs} · step {step.global_step:,} of {total:,} · "
-    if budget is not None:
-        return where + f"{format_minutes(budget)} min budget · {speed} · {format_seconds(step.eta_s)} left", total
-    return where + f"{speed} · ETA {format_seconds(step.eta_s)}", total

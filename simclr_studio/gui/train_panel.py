@@ -51,10 +51,11 @@ from simclr_studio.events import (
     read_events,
 )
 from simclr_studio.gui.knn_plot import KnnPlot
-from simclr_studio.gui.run_length import RunLength, default_minutes, format_minutes, progress_text
-from simclr_studio.gui.workers import RunFollower, TrainJob
+from simclr_studio.gui.run_length import RunLength, default_minutes
+from simclr_studio.gui.train_job import RunFollower, TrainJob
 from simclr_studio.history import RunHistory, smooth_ema
 from simclr_studio.run_folder import CONFIG_FILE, EVENTS_FILE, LIVE_WINDOW_S, RunFolder
+from simclr_studio.session.wording import format_minutes, progress_text
 
 # Text and progress follow events at ~15 Hz; the curves redraw at most 10 times a second.
 PLOT_INTERVAL_S = 0.1

@@ -148,9 +148,6 @@ EVENT_TYPES: dict[str, type[Event]] = {
                 CheckpointEvent, StateEvent, LogEvent, ErrorEvent, RunFinished)
 }
 
-EventCallback = Callable[[Event], None]
-
-
 def event_from_dict(data: dict[str, Any]) -> Event | None:
     """Rebuild an event from its JSON form; unknown kinds (from a newer version) give None."""
     data = dict(data)

@@ -53,7 +53,8 @@ def test_a_new_run_sends_its_data_folder_once_in_its_config(tmp_path):
     assert cmd[cmd.index("--config") + 1] == str(tmp_path / "c.json")
     assert "--resume" not in cmd and "--nproc" not in cmd
     # no DATA_DIR argument: after the subcommand only flags and their values
-    assert all(arg.startswith("--") or cmd[i - 1].startswith("--") for i, arg in enumerate(cmd) if i > cmd.index("train"))
+    after = cmd[cmd.index("train") + 1:]
+    assert all(arg.startswith("--") or after[i - 1].startswith("--") for i, arg in enumerate(after))
     with pytest.raises(ValueError):
         child_command(tmp_path / "run")
 

@@ -70,13 +70,13 @@ def _sample_boxes(x: torch.Tensor, size: int, cw, ch, cx, cy, flip, valid_h, val
     levels = torch.unique(k).tolist()
     if len(levels) == 1:  # one pass for the whole batch (always the case for small images)
         level = int(levels[0])
-        grid = F.affine_grid(theta, (b, c, size * level, size * level), align_corners=False)
+        grid = F.affine_grid(theta, [b, c, size * level, size * level], align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         return F.avg_pool2d(out, level) if level > 1 else out
     out = x.new_empty((b, c, size, size))
     for level in levels:
         sel = (k == level).nonzero().squeeze(1)
-        grid = F.affine_grid(theta[sel], (len(sel), c, size * level, size * level), align_corners=False)
+        grid = F.affine_grid(theta[sel], [len(sel), c, size * level, size * level], align_corners=False)
         part = F.grid_sample(x[sel], grid, mode="bilinear", padding_mode="border", align_corners=False)
         out[sel] = F.avg_pool2d(part, level) if level > 1 else part
     return out
@@ -277,7 +277,7 @@ def random_mask_box(x: torch.Tensor, p: float, scale, ratio, fill: str, g: torch
     box = box.unsqueeze(1)
     if fill == "zero":
         value = torch.zeros_like(x)
-    elif fill == "noise":
+    elif noise is not None:  # fill == "noise"
         value = noise
     else:  # per-image, per-channel mean
         value = x.mean(dim=(2, 3), keepdim=True).expand_as(x)

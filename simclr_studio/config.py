@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +107,10 @@ class AugmentConfig:
             raise ConfigError(f"augment.blend_source must be one of {BLEND_SOURCES}, got {self.blend_source!r}")
 
 
+class _AugmentForImageSize(AugmentConfig):
+    """A RunConfig's augment when none is given: replaced by AugmentConfig.for_image_size(image_size)."""
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run."""
@@ -136,10 +140,10 @@ class RunConfig:
     cache_ram_gb: float = 4.0  # decode everything once into RAM when it fits this budget
     eval_every: int = 1  # online kNN accuracy every N epochs when labels exist (0: never)
     keep_checkpoints: int = 3  # per-epoch checkpoints kept besides last.pt
-    augment: AugmentConfig | None = None  # None: AugmentConfig.for_image_size(image_size)
+    augment: AugmentConfig = field(default_factory=_AugmentForImageSize)
 
     def __post_init__(self) -> None:
-        if self.augment is None:
+        if self.augment is None or isinstance(self.augment, _AugmentForImageSize):
             self.augment = AugmentConfig.for_image_size(self.image_size)
 
     @classmethod
@@ -215,7 +219,9 @@ class RunConfig:
             raise ConfigError(f"config must be a JSON object, got {type(data).__name__}")
         data = dict(data)
         augment = data.pop("augment", None)
-        if augment is not None and not isinstance(augment, AugmentConfig):
+        if augment is None:  # older configs: the default for their image size
+            return cls(**_build(cls, data))
+        if not isinstance(augment, AugmentConfig):
             augment = AugmentConfig(**_build(AugmentConfig, augment, "augment."))
         return cls(augment=augment, **_build(cls, data))
 

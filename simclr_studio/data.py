@@ -102,7 +102,7 @@ def _walk(root: Path) -> Iterator[Path]:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError:
             continue
-        subdirs = []
+        subdirs: list[Path] = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -516,7 +516,8 @@ class BatchSource:
         if self.cache is not None:
             for start in range(0, len(order), self.batch_size):
                 rows = order[start : start + self.batch_size]
-                yield self.cache.index_select(0, rows), (self.extents.index_select(0, rows) if whole else None)
+                extents = self.extents.index_select(0, rows) if whole and self.extents is not None else None
+                yield self.cache.index_select(0, rows), extents
             return
         loader = torch.utils.data.DataLoader(
             ImageFileDataset(self.paths, self.size, self.layout),

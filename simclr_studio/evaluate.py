@@ -147,7 +147,8 @@ def linear_probe_accuracy(train_features, train_labels, test_features, test_labe
 def stratified_split(labels: np.ndarray, test_fraction: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Index arrays (train, test) with every class represented in both where it has ≥ 2 samples."""
     rng = np.random.default_rng(seed)
-    train, test = [], []
+    train: list[int] = []
+    test: list[int] = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         rng.shuffle(idx)

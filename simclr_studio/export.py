@@ -11,6 +11,7 @@ import io
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,38 +72,37 @@ def export_onnx(run: TrainedModel, out: Path) -> None:
     model = copy.deepcopy(run.model.backbone).cpu().eval()  # a copy: the app may be using the model on a GPU
     size = run.config.image_size
     dummy = torch.zeros(2, 3, size, size)
-    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model, (dummy,), buffer, input_names=["images"], output_names=["features"],
-                          dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
-                          dynamo=False)
-    atomic_write_bytes(Path(out), buffer.getvalue())
+        atomic_write(out, lambda tmp: torch.onnx.export(
+            model, (dummy,), str(tmp), input_names=["images"], output_names=["features"],
+            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False))
 
 
 def save_embeddings(out: str | Path, features: np.ndarray, paths: Sequence[str], labels: Sequence[int],
                     classes: Sequence[str], coords: np.ndarray | None = None) -> Path:
     """Embeddings as .npz (features, paths, labels, classes[, coords]) or .csv (one row per image)."""
     out = Path(out)
-    labels = np.asarray(labels, dtype=np.int64)
+    label_ids = np.asarray(labels, dtype=np.int64)
     if out.suffix.lower() == ".csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         header = ["path", "label", "class"] + (["x", "y"] if coords is not None else [])
         writer.writerow(header + [f"f{i}" for i in range(features.shape[1])])
         for i, path in enumerate(paths):
-            cls = classes[labels[i]] if labels[i] >= 0 and len(classes) else ""
+            cls = classes[label_ids[i]] if label_ids[i] >= 0 and len(classes) else ""
             xy = [f"{coords[i, 0]:.6g}", f"{coords[i, 1]:.6g}"] if coords is not None else []
-            row = [path, int(labels[i]), cls] + xy
+            row = [path, int(label_ids[i]), cls] + xy
             writer.writerow(row + [f"{v:.7g}" for v in features[i]])
         atomic_write_text(out, buf.getvalue())
     else:
         if out.suffix.lower() != ".npz":
             out = out.with_suffix(out.suffix + ".npz") if out.suffix else out.with_suffix(".npz")
-        arrays = dict(features=features.astype(np.float32), paths=np.asarray(paths, dtype=str), labels=labels,
-                      classes=np.asarray(list(classes), dtype=str))
+        arrays: dict[str, Any] = dict(features=features.astype(np.float32), paths=np.asarray(paths, dtype=str),
+                                      labels=label_ids, classes=np.asarray(list(classes), dtype=str))
         if coords is not None:
             arrays["coords"] = coords.astype(np.float32)
+
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as f:
                 np.savez(f, **arrays)

@@ -6,12 +6,16 @@ The representation used downstream is the encoder output h, never the head outpu
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn as nn
 
 from simclr_studio.checkpoint import CheckpointError, is_training_checkpoint, safe_load
 from simclr_studio.config import BACKBONES, ConfigError
+
+if TYPE_CHECKING:
+    from torchvision.models import ResNet
 
 RESNETS = ("resnet18", "resnet34", "resnet50")
 SMALL_CNN_WIDTHS = {"small-cnn": (32, 64, 128, 256), "tiny-cnn": (16, 32, 64, 128)}
@@ -50,7 +54,7 @@ class SmallCNN(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
-def apply_small_stem(net: nn.Module) -> None:
+def apply_small_stem(net: ResNet) -> None:
     """3×3 stride-1 first conv and no max-pool: keeps spatial detail for 32–64 px inputs (paper's CIFAR setup)."""
     net.conv1 = nn.Conv2d(3, net.conv1.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
@@ -84,13 +88,14 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> list[str]:
         if not path.is_file():
             raise CheckpointError(f"weights file not found: {path}")
         try:
-            state = load_file(str(path))
+            state: Any = load_file(str(path))
         except Exception as exc:  # SafetensorError and friends: a corrupt or foreign file
             raise CheckpointError(f"cannot load weights {path}: {exc}") from exc
     else:
         state = safe_load(path)
     if is_training_checkpoint(state):
-        state = {k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")}
+        model_state: dict[str, torch.Tensor] = state["model"]
+        state = {k[len("backbone."):]: v for k, v in model_state.items() if k.startswith("backbone.")}
     elif isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):

@@ -42,7 +42,8 @@ class LARS(torch.optim.Optimizer):
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Two groups: weights of conv/linear layers (decayed, adapted) and BN parameters and biases (not)."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _name, p in model.named_parameters():
         if not p.requires_grad:
             continue

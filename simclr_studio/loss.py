@@ -44,18 +44,3 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5,
     pos_cols = torch.cat((rows + total, rows))
     logits[torch.arange(2 * n, device=z1.device), self_cols] = float("-inf")  # a view is not its own negative
     return F.cross_entropy(logits, pos_cols)
-
-
-def nt_xent_naive(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
-    """The paper's formula as a plain loop over the 2N views (for tests only: slow)."""
-    z = torch.cat((z1, z2), 0).double()
-    n2 = z.shape[0]
-    n = n2 // 2
-    total = z.new_zeros(())
-    for i in range(n2):
-        j = (i + n) % n2
-        sim = [torch.dot(z[i], z[k]) / (z[i].norm() * z[k].norm()) for k in range(n2)]
-        numerator = torch.exp(sim[j] / temperature)
-        denominator = sum(torch.exp(sim[k] / temperature) for k in range(n2) if k != i)
-        total = total - torch.log(numerator / denominator)
-    return total / n2

@@ -4,7 +4,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from simclr_studio.loss import nt_xent, nt_xent_naive
+from simclr_studio.loss import nt_xent
+
+
+def nt_xent_naive(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """The paper's formula as a plain loop over the 2N views: the reference nt_xent must match (slow)."""
+    z = torch.cat((z1, z2), 0).double()
+    n2 = z.shape[0]
+    n = n2 // 2
+    total = z.new_zeros(())
+    for i in range(n2):
+        j = (i + n) % n2
+        sim = [torch.dot(z[i], z[k]) / (z[i].norm() * z[k].norm()) for k in range(n2)]
+        numerator = torch.exp(sim[j] / temperature)
+        denominator = sum(torch.exp(sim[k] / temperature) for k in range(n2) if k != i)
+        total = total - torch.log(numerator / denominator)
+    return total / n2
 
 
 @pytest.mark.parametrize("n,d,tau", [(2, 3, 0.5), (5, 8, 0.1), (9, 4, 1.0), (16, 32, 0.2)])

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ def cache_path(run_dir: str | Path, checkpoint: str | Path, image_size: int, pat
     return RunFolder(run_dir).embeddings_dir / f"{stem}-{cache_key(checkpoint, image_size, paths, identity)}.npz"
 
 
-_save_lock = threading.Lock()  # map jobs (t-SNE, k-means) may save the same file at once
+_save_lock = threading.Lock()  # saves of the same file may overlap (each after a new map)
 
 
 def save(emb: Embeddings, path: str | Path) -> Path:
@@ -77,7 +78,7 @@ def save(emb: Embeddings, path: str | Path) -> Path:
 def _save(emb: Embeddings, path: Path) -> None:
     from simclr_studio.atomic import atomic_write
 
-    arrays = dict(features=emb.features.astype(np.float32), paths=np.asarray(emb.paths, dtype=str),
+    arrays: dict[str, Any] = dict(features=emb.features.astype(np.float32), paths=np.asarray(emb.paths, dtype=str),
                   labels=emb.labels.astype(np.int64), classes=np.asarray(emb.classes, dtype=str),
                   meta=np.asarray(json.dumps({"checkpoint": emb.checkpoint, "skipped": emb.skipped})))
     for name, coords in dict(emb.maps).items():  # a snapshot: another thread may be adding a map
@@ -107,18 +108,18 @@ def load_cached(path: Path) -> Embeddings | None:
         return None
 
 
-def random_encoder(run: TrainedModel, seed: int = 0) -> torch.nn.Module:
-    """The run's architecture, randomly initialised: the baseline that shows what training bought."""
+def random_encoder(trained: TrainedModel, seed: int = 0) -> torch.nn.Module:
+    """The trained model's architecture, randomly initialised: the baseline that shows what training bought."""
     from simclr_studio.model import build_backbone
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        backbone, _ = build_backbone(run.config.backbone, run.config.resolved_small_stem())
+        backbone, _ = build_backbone(trained.config.backbone, trained.config.resolved_small_stem())
     return backbone.eval()
 
 
 def embed_folder(
-    run: TrainedModel,
+    trained: TrainedModel,
     scan: ScanResult,
     device: str | torch.device = "cpu",
     encoder: torch.nn.Module | None = None,
@@ -127,28 +128,31 @@ def embed_folder(
     should_stop: Callable[[], bool] | None = None,
     batch_size: int = 256,
 ) -> Embeddings:
-    """Embed every image of ``scan`` with the run's encoder (or ``encoder``), in bounded memory."""
+    """Embed every image of ``scan`` with the checkpoint's encoder (or ``encoder``), in bounded memory."""
     from simclr_studio.evaluate import features_for_paths
 
-    encoder = encoder if encoder is not None else run.model.backbone
+    encoder = encoder if encoder is not None else trained.model.backbone
     encoder.to(torch.device(device))
-    feats, failures = features_for_paths(encoder, scan.paths, run.config.image_size, device, batch_size,
+    feats, failures = features_for_paths(encoder, scan.paths, trained.config.image_size, device, batch_size,
                                          chunk=512, progress=progress, should_stop=should_stop)
     kept = scan.drop(failures) if failures else scan
     return Embeddings(features=feats, paths=list(kept.paths), labels=np.asarray(kept.labels, dtype=np.int64),
-                      classes=list(kept.classes), checkpoint=checkpoint or str(run.checkpoint),
+                      classes=list(kept.classes), checkpoint=checkpoint or str(trained.checkpoint),
                       skipped=[(s.path, s.reason) for s in kept.skipped[len(scan.skipped):]])
 
 
-def embed_cached(run: TrainedModel, scan: ScanResult, device="cpu", random_init: bool = False, seed: int = 0,
-                 progress=None, should_stop=None) -> tuple[Embeddings, Path, bool]:
-    """Cached embeddings of ``scan`` for the run's checkpoint (or a random encoder): (embeddings, file, from cache)."""
-    name = f"{RANDOM_INIT}-seed{seed}" if random_init else str(run.checkpoint)
-    path = cache_path(run.run_dir, name, run.config.image_size, scan.paths, None if random_init else run.identity)
+def embed_cached(trained: TrainedModel, scan: ScanResult, device: str | torch.device = "cpu", random_init: bool = False,
+                 seed: int = 0, progress: Callable[[int, int], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None) -> tuple[Embeddings, Path, bool]:
+    """Cached embeddings of ``scan`` for the checkpoint (or a random encoder): (embeddings, file, from cache)."""
+    name = f"{RANDOM_INIT}-seed{seed}" if random_init else str(trained.checkpoint)
+    identity = None if random_init else trained.identity
+    path = cache_path(trained.run_dir, name, trained.config.image_size, scan.paths, identity)
     cached = load_cached(path)
     if cached is not None:
         return cached, path, True
-    encoder = random_encoder(run, seed) if random_init else None
-    emb = embed_folder(run, scan, device, encoder=encoder, checkpoint=name, progress=progress, should_stop=should_stop)
+    encoder = random_encoder(trained, seed) if random_init else None
+    emb = embed_folder(trained, scan, device, encoder=encoder, checkpoint=name, progress=progress,
+                       should_stop=should_stop)
     save(emb, path)
     return emb, path, False

@@ -5,7 +5,10 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
+
+pytestmark = pytest.mark.slow  # each runs a benchmark script end to end
 
 
 def run_script(*args, timeout=600):

@@ -74,6 +74,7 @@ def _two_process(tmp_path: Path, use_gather: bool) -> dict:
     return torch.load(out)
 
 
+@pytest.mark.slow  # several processes, each importing torch
 def test_two_processes_train_exactly_like_one_double_batch(tmp_path):
     x1, x2 = _inputs()
     model = _model()
@@ -120,6 +121,7 @@ def _events(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "events.jsonl").read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # several processes, each importing torch
 def test_checkpoints_move_between_process_counts(tmp_path):
     data = _image_folder(tmp_path / "data")
     run = tmp_path / "run"
@@ -175,6 +177,7 @@ def _rank_of(pid: int) -> int | None:
     return None
 
 
+@pytest.mark.slow  # several processes, each importing torch
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker processes through /proc")
 def test_killing_one_rank_ends_the_run_with_an_error(tmp_path):
     data = _image_folder(tmp_path / "data")
@@ -207,6 +210,7 @@ def test_killing_one_rank_ends_the_run_with_an_error(tmp_path):
     assert not any(e["event"] == "finished" and e["status"] == "completed" for e in _events(run))
 
 
+@pytest.mark.slow  # several processes, each importing torch
 def test_sigterm_to_the_launcher_stops_every_rank_with_a_checkpoint(tmp_path):
     data = _image_folder(tmp_path / "data")
     run = tmp_path / "run"

@@ -35,9 +35,9 @@ def fmnist_features(n: int, cache: Path) -> np.ndarray:
     if path.exists():
         return np.load(path)
     import torch
+    from fashion_mnist import load_split
 
     from simclr_studio.evaluate import extract_features, iter_batches
-    from simclr_studio.fashion_mnist import load_split
     from simclr_studio.model import build_backbone
 
     images, _ = load_split("train")
@@ -55,9 +55,9 @@ def case(name: str, n: int, cache: Path) -> dict:
     result: dict = {"case": name, "n": n}
     if name == "extract":
         import torch
+        from fashion_mnist import load_split
 
         from simclr_studio.evaluate import extract_features, iter_batches
-        from simclr_studio.fashion_mnist import load_split
         from simclr_studio.model import build_backbone
 
         images, _ = load_split("train")
@@ -170,7 +170,7 @@ def main() -> None:
         print(json.dumps(case(args.one[0], int(args.one[1]), args.cache)))
         return
 
-    from simclr_studio.fashion_mnist import DEFAULT_DIR, INSTALL_HINT
+    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT
 
     if not DEFAULT_DIR.exists():
         raise SystemExit(f"Fashion-MNIST not found in {DEFAULT_DIR}; {INSTALL_HINT}")

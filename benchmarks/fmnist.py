@@ -61,8 +61,9 @@ def main() -> None:
     args = parser.parse_args()
     wall_start = time.perf_counter()
 
+    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT, load_split
+
     from simclr_studio.device import amp_dtype, resolve_device
-    from simclr_studio.fashion_mnist import DEFAULT_DIR, INSTALL_HINT, load_split
     from simclr_studio.recipe import FolderFacts, apply_overrides, suggest
 
     try:

@@ -38,7 +38,7 @@ torch.set_num_threads(int(os.environ.get("TRIAL_THREADS", "2")))
 
 
 def load_fmnist():
-    from simclr_studio.fashion_mnist import load_split
+    from fashion_mnist import load_split
 
     def rgb(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a.copy()).unsqueeze(1).expand(-1, 3, -1, -1).contiguous()

@@ -87,7 +87,7 @@ def gray_folder(n: int, size: int, work: Path) -> tuple[Path, str]:
     from fmnist import write_png_folder
 
     try:
-        from simclr_studio.fashion_mnist import load_split
+        from fashion_mnist import load_split
 
         images, _ = load_split("train")
         images, source = np.resize(images, (n, 28, 28)), "Fashion-MNIST"

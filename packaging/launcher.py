@@ -1,4 +1,4 @@
-"""Entry point of the frozen bundle: the app, or the CLI when given a subcommand.
+"""Entry point of the frozen bundle: simclr_studio.__main__ (the app, or the CLI when given a subcommand).
 
 A windowed build has no console: sys.stdout/sys.stderr are None on Windows and macOS, and any
 print (or tqdm) would raise. They go to a log file in the user's cache folder instead.
@@ -29,6 +29,6 @@ if __name__ == "__main__":
     import multiprocessing
 
     multiprocessing.freeze_support()  # DataLoader workers re-enter this executable
-    from simclr_studio.cli import main
+    from simclr_studio.__main__ import main
 
     sys.exit(main())

@@ -1,3 +1,4 @@
+import json
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ def run_cli(capsys, *argv):
 
 
 def one_line_error(err):
-    lines = [l for l in err.strip().splitlines() if l.strip()]
+    lines = [line for line in err.strip().splitlines() if line.strip()]
     return len(lines) == 1 and lines[0].startswith("simclr-studio: error:") and "Traceback" not in err
 
 
@@ -29,7 +30,7 @@ def test_end_to_end_on_the_demo_folder(capsys, tmp_path):
     code, out, err = run_cli(capsys, "train", "--demo", "--out", run, "--epochs", "1", "--batch-size", "200",
                              "--device", "cpu", "--quiet")
     assert code == 0, err
-    assert "completed" in out and "epoch 1: loss" in out and "kNN accuracy" in out
+    assert "completed" in out and "Epoch 1: loss" in out and "kNN accuracy" in out  # session.wording's words
     assert (run / "config.json").exists() and (run / "checkpoints" / "last.pt").exists()
 
     code, out, err = run_cli(capsys, "eval", run, DEMO, "--quiet", "--json", tmp_path / "eval.json")
@@ -118,7 +119,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, image_folder):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
-    assert "checkpoint saved" in err and "--resume" in out and "Traceback" not in err
+    assert "Checkpoint saved" in err and "--resume" in out and "Traceback" not in err
     state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
     assert 3 <= state["global_step"] < 400 * 3
     stopped_at = state["global_step"]
@@ -126,7 +127,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, image_folder):
                              "--epochs", str(stopped_at // 3 + 2), "--quiet"],
                             cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert resume.returncode == 0, resume.stderr
-    assert f"resuming at step {stopped_at}" in resume.stderr
+    assert f"resuming at step {stopped_at:,}" in resume.stderr
     assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["global_step"] == (stopped_at // 3 + 2) * 3
 
 
@@ -174,8 +175,6 @@ def test_config_file_and_flags(capsys, tmp_path, image_folder):
 
 def test_pipe_mode_with_streaming_loader_workers_does_not_hang(tmp_path, image_folder):
     # The stdin reader must not hold a lock that a forked DataLoader worker would wait on for ever.
-    import json
-
     from simclr_studio.config import RunConfig
 
     cfg = RunConfig(backbone="small-cnn", image_size=16, batch_size=8, epochs=1, device="cpu", optimizer="sgd",
@@ -192,3 +191,132 @@ def test_pipe_mode_with_streaming_loader_workers_does_not_hang(tmp_path, image_f
     events = [json.loads(line) for line in proc.stdout.read().splitlines() if line.startswith("{")]
     assert code == 0, proc.stderr.read()[-2000:]
     assert events[-1]["event"] == "finished" and events[-1]["status"] == "completed"
+
+
+# ---- the parser: groups, and a config file's values as the flags' defaults -------------------------
+def train_parser():
+    from simclr_studio.cli.parser import build_parser
+
+    (sub,) = [a for a in build_parser()._actions if a.dest == "command"]
+    return sub.choices["train"]
+
+
+def test_train_flags_come_in_groups():
+    groups = {g.title: {a.dest for a in g._group_actions} for g in train_parser()._action_groups}
+    assert groups["data"] == {"data_dir", "demo"}
+    assert groups["config file"] == {"config"}
+    assert groups["run length"] == {"minutes", "epochs"}
+    assert groups["model"] == {"backbone", "image_size", "weights"}
+    assert groups["optimisation"] == {"batch_size", "optimizer", "lr", "temperature", "seed"}
+    assert groups["augmentation"] == {"mask"}
+    assert groups["device and processes"] == {"device", "num_workers", "nproc"}
+    assert groups["output"] == {"out", "resume", "quiet", "link"}
+    flags = {s for a in train_parser()._actions for s in a.option_strings}
+    assert {"--out", "--demo", "--config", "--resume", "--minutes", "--epochs", "--batch-size", "--backbone",
+            "--image-size", "--device", "--optimizer", "--lr", "--temperature", "--weights", "--mask",
+            "--num-workers", "--seed", "--nproc", "--quiet", "--link"} <= flags
+
+
+def saved_config(path, **changes):
+    from simclr_studio.config import RunConfig
+
+    cfg = RunConfig(backbone="small-cnn", image_size=16, batch_size=8, epochs=5, minutes=3.0, device="cpu",
+                    optimizer="sgd", seed=4, **changes)
+    cfg.save(path)
+    return path
+
+
+def test_a_config_file_sets_the_defaults_and_typed_flags_win(tmp_path):
+    from simclr_studio.cli.parser import parse_args
+
+    config = saved_config(tmp_path / "c.json")
+    args = parse_args(["train", "--out", str(tmp_path / "r"), "--config", str(config), "--batch-size", "4"])
+    assert (args.batch_size, args.backbone, args.image_size, args.epochs, args.minutes) == (4, "small-cnn", 16, 5, 3.0)
+    assert args.given == {"config", "batch_size"}
+    plain = parse_args(["train", "--out", str(tmp_path / "r"), "--batch-size", "4"])
+    assert plain.backbone is None and plain.epochs is None and plain.given == {"batch_size"}
+    resumed = parse_args(["train", "--out", str(tmp_path / "r"), "--config", str(config), "--resume"])
+    assert resumed.batch_size is None  # a resume keeps its saved config: the file is not read
+
+
+def test_run_config_from_a_config_file(tmp_path, image_folder):
+    """The file names the data folder; --epochs alone drops its time budget; --image-size rescales the
+    augmentations unless the file has its own; --mask sets the mask-box probability."""
+    from dataclasses import replace
+
+    from simclr_studio.cli.parser import parse_args
+    from simclr_studio.cli.train import run_config
+    from simclr_studio.config import AugmentConfig
+
+    def config_for(*flags, config=None):
+        config = config or saved_config(tmp_path / "c.json", data_dir=str(image_folder))
+        return run_config(parse_args(["train", "--out", str(tmp_path / "r"), "--config", str(config), *flags]),
+                          tmp_path / "r")[0]
+
+    cfg = config_for()
+    assert cfg.data_dir == str(image_folder.resolve()) and (cfg.epochs, cfg.minutes, cfg.batch_size) == (5, 3.0, 8)
+    cfg = config_for("--epochs", "2")
+    assert (cfg.epochs, cfg.minutes) == (2, None)
+    cfg = config_for("--epochs", "2", "--minutes", "1.5")
+    assert (cfg.epochs, cfg.minutes) == (2, 1.5)
+    cfg = config_for("--image-size", "96", "--mask", "0.25")  # a saved config holds its augmentations: kept
+    assert cfg.image_size == 96 and cfg.augment == replace(AugmentConfig.for_image_size(16), mask_p=0.25)
+    (tmp_path / "bare.json").write_text(json.dumps({"image_size": 16, "data_dir": str(image_folder)}))
+    cfg = config_for("--image-size", "96", config=tmp_path / "bare.json")
+    assert cfg.augment == AugmentConfig.for_image_size(96) != AugmentConfig.for_image_size(16)
+
+
+def test_resume_names_the_flags_it_ignores(capsys, tmp_path):
+    from simclr_studio.cli.parser import parse_args
+    from simclr_studio.cli.train import resumed_config
+    from simclr_studio.run_folder import RunFolder
+
+    folder = RunFolder(tmp_path / "r")
+    saved_config(folder.config_file)
+    folder.last_checkpoint.parent.mkdir(parents=True)
+    folder.last_checkpoint.write_bytes(b"")  # only its presence matters here
+    args = parse_args(["train", "--out", str(folder.path), "--resume", "--epochs", "9", "--lr", "0.1", "--mask", "0.5"])
+    cfg, _ = resumed_config(args, folder.path, main_rank=True)
+    assert (cfg.epochs, cfg.minutes, cfg.lr, cfg.batch_size) == (9, None, None, 8)
+    err = capsys.readouterr().err
+    assert "ignoring --lr, --mask" in err and "--epochs" not in err
+
+
+def test_progress_lines_are_the_app_log_s_words(capsys):
+    from simclr_studio.cli.train import ProgressPrinter
+    from simclr_studio.events import BaselineEvent, EpochEvent, ErrorEvent, EvalEvent, LogEvent, RunFinished
+    from simclr_studio.session.wording import EventWording
+
+    events = [BaselineEvent(features="raw pixels", knn_accuracy=0.5, n_images=30, k=5),
+              EpochEvent(epoch=0, loss=1.5, seconds=2.0, images_per_s=100.0),
+              EvalEvent(epoch=0, knn_accuracy=0.75, n_images=30, k=5)]
+    printer = ProgressPrinter(quiet=True, notes=["a note"])
+    for event in [*events, LogEvent(message="hidden when quiet"), ErrorEvent(message="boom", category="error"),
+                  RunFinished(status="failed", epoch=0, global_step=3)]:
+        printer(event)
+    out, err = capsys.readouterr()
+    wording = EventWording()
+    assert out.splitlines() == [wording.line(e) for e in events] and err == ""
+    assert printer.error == "boom"
+
+
+# ---- the launcher ----------------------------------------------------------------------------------
+def test_the_launcher_hands_commands_to_the_command_line(capsys, monkeypatch):
+    import simclr_studio.__main__ as launcher
+    from simclr_studio import cli
+
+    calls = []
+    monkeypatch.setattr(cli, "main", lambda argv: calls.append(argv) or 0)
+    for argv in (["train", "--help"], ["--version"], ["torchrun", "--help"], ["eval", "x", "y"]):
+        assert launcher.main(argv) == 0
+    assert [c[0] for c in calls] == ["train", "--version", "torchrun", "eval"]
+    assert launcher.main(["/no/such/folder"]) == 2 and "not a folder" in capsys.readouterr().err
+
+
+def test_the_command_line_never_loads_the_app():
+    code = ("import sys\nimport simclr_studio.__main__\nfrom simclr_studio.cli.parser import parse_args\n"
+            "parse_args(['train', '--out', 'r'])\nimport simclr_studio.cli.train, simclr_studio.cli.features\n"
+            "bad = sorted(m for m in sys.modules if m.startswith(('simclr_studio.gui', 'PySide6', 'pyqtgraph')))\n"
+            "print(bad)\nsys.exit(1 if bad else 0)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,6 +1,7 @@
 """Reader for the Fashion-MNIST IDX files shipped by Debian's ``dataset-fashion-mnist`` package.
 
-Used to build the bundled demo folder and by the benchmarks; training itself reads image folders.
+Used by the benchmarks and by packaging/make_demo.py (the bundled demo folder); not part of the
+package: training itself reads image folders.
 """
 
 from __future__ import annotations

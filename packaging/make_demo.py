@@ -1,6 +1,6 @@
 """Build resources/demo/: 60 images per Fashion-MNIST class as PNGs in class-named folders.
 
-    python resources/make_demo.py [--per-class 60] [--root /usr/share/datasets/fashion-mnist]
+    python packaging/make_demo.py [--per-class 60] [--root /usr/share/datasets/fashion-mnist]
 
 Images come from the official training split, the first N of each class in file order,
 so the folder is reproducible byte for byte.
@@ -14,15 +14,17 @@ from pathlib import Path
 
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from simclr_studio.fashion_mnist import CLASS_NAMES, DEFAULT_DIR, load_split
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))  # the Fashion-MNIST reader lives with its other users
 
 
 def main() -> None:
+    from fashion_mnist import CLASS_NAMES, DEFAULT_DIR, load_split
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-class", type=int, default=60)
     parser.add_argument("--root", type=Path, default=DEFAULT_DIR)
-    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "demo")
+    parser.add_argument("--out", type=Path, default=REPO / "resources" / "demo")
     args = parser.parse_args()
 
     images, labels = load_split("train", args.root)

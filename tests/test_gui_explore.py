@@ -93,7 +93,7 @@ def test_raw_pixels_are_reduced_as_the_trainers_baseline(trained, tmp_path):
     from simclr_studio.augment import centre_view
     from simclr_studio.data import decode_all
     from simclr_studio.evaluate import BASELINE_MAX_SIDE, raw_pixel_features
-    from simclr_studio.gui.quality import raw_pixels
+    from simclr_studio.session.quality import raw_pixels
 
     data, _ = trained
     paths = sorted(str(p) for p in data.rglob("*.png"))[:5] + [str(tmp_path / "missing.png")]

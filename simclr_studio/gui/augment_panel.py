@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import Qt, QThreadPool
 from PySide6.QtGui import QPixmap
 from PySide6.QtWidgets import (
     QComboBox,
@@ -30,7 +30,7 @@ from simclr_studio.augment import preview_views
 from simclr_studio.config import BLEND_SOURCES, MASK_FILLS, AugmentConfig
 from simclr_studio.data import decode_image
 from simclr_studio.gui.thumbnails import array_to_qimage
-from simclr_studio.gui.workers import TaskRunner
+from simclr_studio.gui.workers import Throttle, Workers, plain
 
 PRESETS = {
     "Paper defaults, small images (≤ 64 px)": lambda: AugmentConfig.for_image_size(32),
@@ -92,8 +92,6 @@ def _spin(low, high, step, decimals=3) -> QDoubleSpinBox:
 
 
 class AugmentPanel(QWidget):
-    changed = Signal()  # the augmentation config changed
-
     def __init__(self, parent=None):
         super().__init__(parent)
         self.paths: list[str] = []
@@ -101,13 +99,10 @@ class AugmentPanel(QWidget):
         self.seed = 0
         self._updating = False
         self.controls: dict[str, object] = {}
-        self.tasks = TaskRunner(self)
-        self.tasks.result.connect(self._on_result)
-        self._debounce = QTimer(self)
-        self._debounce.setSingleShot(True)
-        self._debounce.setInterval(80)
-        self._debounce.timeout.connect(self.refresh_preview)
-        self._decoded: dict[tuple[str, int], np.ndarray] = {}
+        self.previews = Workers(self, QThreadPool.globalInstance())  # the newest preview wins
+        self._schedule = Throttle(self.refresh_preview, 80, debounce=True, parent=self)  # once the controls rest
+        self._decoded: dict[tuple[str, int], np.ndarray] = {}  # images decoded for the preview, kept
+        self.preview_count = 0  # previews shown so far
         self.suggested: AugmentConfig | None = None  # the recipe's values for the open folder
 
         # ---- controls ----
@@ -263,14 +258,12 @@ class AugmentPanel(QWidget):
     def _apply_preset(self, name: str) -> None:
         if not self._updating and (name in PRESETS or (name == SUGGESTED and self.suggested is not None)):
             self.set_augment_config(self.suggested if name == SUGGESTED else PRESETS[name]())
-            self.changed.emit()
         self.masking_note.setVisible(self.preset.currentText() == "Masking only")
 
     def _on_control(self, *_):
         if self._updating:
             return
         self._show_matching_preset()
-        self.changed.emit()
         self._schedule()
 
     # ---- preview ----
@@ -291,9 +284,6 @@ class AugmentPanel(QWidget):
         self.seed += 1
         self.refresh_preview()
 
-    def _schedule(self) -> None:
-        self._debounce.start()
-
     def refresh_preview(self) -> None:
         if not self.paths:
             return
@@ -303,24 +293,20 @@ class AugmentPanel(QWidget):
         except ValueError as exc:
             self.status.setText(f"<span style='color:#c0392b'>{exc}</span>")
             return
-        paths, size, seed, cache = list(self.paths), self.image_size, self.seed, self._decoded
+        paths, size, seed, decoded = list(self.paths), self.image_size, self.seed, dict(self._decoded)
 
         def work():
-            images = []
-            for path in paths:
-                key = (path, size)
-                if key not in cache:
-                    cache[key] = decode_image(path, size)
-                images.append(cache[key])
-            return preview_views(images, cfg, size, seed=seed)
+            images = [decoded[(p, size)] if (p, size) in decoded else decode_image(p, size) for p in paths]
+            return {(p, size): image for p, image in zip(paths, images, strict=True)}, \
+                preview_views(images, cfg, size, seed=seed)
 
         self.status.setText(f"Training views at {size}×{size} px, seed {seed}")
-        self.tasks.submit("preview", work)
+        self.previews.start("preview", plain(work), on_result=self._show_preview,
+                            on_error=lambda message: self.status.setText(f"Preview failed: {message}"))
 
-    def _on_result(self, name: str, rows, error) -> None:
-        if error:
-            self.status.setText(f"Preview failed: {error}")
-            return
+    def _show_preview(self, result) -> None:
+        decoded, rows = result
+        self._decoded.update(decoded)
         for r, triple in enumerate(rows):
             for c, array in enumerate(triple):
                 pixmap = QPixmap.fromImage(array_to_qimage(array))
@@ -330,4 +316,4 @@ class AugmentPanel(QWidget):
         for r in range(len(rows), PREVIEW_ROWS):
             for c in range(3):
                 self.cells[r][c].clear()
-        self.preview_count = getattr(self, "preview_count", 0) + 1
+        self.preview_count += 1

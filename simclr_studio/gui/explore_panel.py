@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 
 from simclr_studio.data import IMAGE_EXTENSIONS, ScanResult
 from simclr_studio.gui.map_view import MapView
-from simclr_studio.gui.quality import ROWS as QUALITY_ROWS
+from simclr_studio.session.quality import ROWS as QUALITY_ROWS
 from simclr_studio.gui.thumbnails import ThumbnailModel, ThumbnailView, array_to_qimage
 from simclr_studio.gui.workers import ProgressJob, TaskRunner
 
@@ -438,7 +438,7 @@ class ExplorePanel(QWidget):
     # ---- quality --------------------------------------------------------------------------------
     def compute_quality(self) -> None:
         from simclr_studio.device import available_devices
-        from simclr_studio.gui.quality import measure_quality
+        from simclr_studio.session.quality import measure_quality
 
         emb, run, scan = self.emb, self.run, self.scan
         if emb is None or not emb.labeled or scan is None:
@@ -452,13 +452,13 @@ class ExplorePanel(QWidget):
         self.quality = result
         for key, _ in QUALITY_ROWS:
             for metric in ("knn", "linear"):
-                value = getattr(result[key], f"{metric}_accuracy")
+                value = getattr(result.row(key), f"{metric}_accuracy")
                 self.quality_labels[(key, metric)].setText("–" if value is None else f"{value:.3f}")
-        n, total = result["n"], result["total"]
+        n, total = result.n, result.total
         sample = f"a class-balanced sample of {n:,} of {total:,}" if n < total else f"{n:,}"
-        gain = result["trained"].knn_accuracy - max(result["random"].knn_accuracy, result["raw"].knn_accuracy)
+        gain = result.gain
         self.quality_note.setText(
-            f"On {sample} labeled images. kNN: leave-one-out, k={result['trained'].k}, same as the Train tab. "
+            f"On {sample} labeled images. kNN: leave-one-out, k={result.trained.k}, same as the Train tab. "
             f"Linear probe: top-1 on a held-out 20 %. The checkpoint's kNN is {gain:+.3f} over the better of "
             "the random encoder and raw pixels.")
 

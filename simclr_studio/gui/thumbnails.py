@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRect, QRunnable, QSize, Qt, QThreadPool, Signal
+from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRect, QSize, Qt, QThreadPool
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate
 
 from simclr_studio.data import decode_image
+from simclr_studio.gui.workers import Throttle, Workers, plain
 
 THUMB = 72
 _ROOT = QModelIndex()  # the invalid index: the list's (only) parent
@@ -21,31 +22,16 @@ def array_to_qimage(array) -> QImage:
     return QImage(array.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-class _Loaded(QObject):
-    done = Signal(int, int, QImage)  # generation, row, image
-
-
-class _LoadThumb(QRunnable):
-    def __init__(self, generation: int, row: int, path: str, size: int, signal: _Loaded):
-        super().__init__()
-        self.generation, self.row, self.path, self.size, self.signal = generation, row, path, size, signal
-
-    def run(self) -> None:
-        from simclr_studio.gui.workers import lower_thread_priority
-
-        lower_thread_priority()  # decoding yields the CPU to the window
-        try:
-            image = array_to_qimage(decode_image(self.path, self.size))
-        except Exception:  # DataError or anything unexpected: a placeholder, never a row stuck "pending"
-            image = QImage()
-        try:
-            self.signal.done.emit(self.generation, self.row, image)
-        except RuntimeError:  # the model went away with its window
-            pass
+def load_qimage(path: str, size: int) -> QImage:
+    """An image decoded for display (a QImage may cross threads, a QPixmap may not)."""
+    return array_to_qimage(decode_image(path, size))
 
 
 class ThumbnailModel(QAbstractListModel):
-    """Rows are image paths; DecorationRole is the thumbnail (a placeholder until it is loaded)."""
+    """Rows are image paths; DecorationRole is the thumbnail (a placeholder until it is loaded).
+
+    Thumbnails load on two background threads, the newest request first (after a long scroll the rows
+    on screen load before those passed by), and the view hears of them in batches at ~15 Hz."""
 
     def __init__(self, parent: QObject | None = None, cache_size: int = 4000, captions: bool = False):
         super().__init__(parent)
@@ -54,24 +40,23 @@ class ThumbnailModel(QAbstractListModel):
         self.labels: list[str] = []
         self.cache: OrderedDict[int, QPixmap] = OrderedDict()
         self.cache_size = cache_size
-        self.pending: set[int] = set()
-        self.generation = 0  # bumped on every new folder, so late loads of the old one are dropped
-        self._requests = 0
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(2)
-        self._loaded = _Loaded()
-        self._loaded.done.connect(self._on_loaded)
+        self.loads = Workers(self, self.pool)  # by row: the thumbnails being decoded
+        self._requests = 0
+        self._changed: set[int] = set()  # rows loaded since the view last heard
+        self._tell_view = Throttle(self._emit_changed, parent=self)
         self.placeholder = QPixmap(THUMB, THUMB)
         self.placeholder.fill(QColor(128, 128, 128, 40))
 
     def set_images(self, paths: list[str], labels: list[str] | None = None) -> None:
         self.beginResetModel()
-        self.pool.clear()
-        self.generation += 1
+        self.loads.cancel_all()  # thumbnails of the old list are dropped, queued ones never decoded
+        self._tell_view.cancel()
+        self._changed.clear()
         self.paths = list(paths)
         self.labels = list(labels) if labels else [""] * len(self.paths)
         self.cache.clear()
-        self.pending.clear()
         self.endResetModel()
 
     def rowCount(self, parent: QModelIndex = _ROOT) -> int:
@@ -86,12 +71,13 @@ class ThumbnailModel(QAbstractListModel):
             if pixmap is not None:
                 self.cache.move_to_end(row)
                 return pixmap
-            if row not in self.pending:
-                self.pending.add(row)
-                # Newest request first: after a long scroll the rows on screen load before those passed by.
+            if row not in self.loads:
                 self._requests += 1
-                self.pool.start(_LoadThumb(self.generation, row, self.paths[row], THUMB, self._loaded),
-                                self._requests % (1 << 30))
+                path = self.paths[row]
+                self.loads.start(row, plain(lambda: load_qimage(path, THUMB)),
+                                 on_result=lambda image, row=row: self._on_loaded(row, image),
+                                 on_error=lambda _, row=row: self._on_loaded(row, QImage()),
+                                 priority=self._requests % (1 << 30))
             return self.placeholder
         if role == Qt.ItemDataRole.DisplayRole and self.captions:
             return self.labels[row]
@@ -99,16 +85,19 @@ class ThumbnailModel(QAbstractListModel):
             return self.paths[row] + (f"\n{self.labels[row]}" if self.labels[row] else "")
         return None
 
-    def _on_loaded(self, generation: int, row: int, image: QImage) -> None:
-        if generation != self.generation or row >= len(self.paths):
-            return  # a thumbnail of a folder that is no longer shown
-        self.pending.discard(row)
-        pixmap = QPixmap.fromImage(image) if not image.isNull() else self.placeholder
-        self.cache[row] = pixmap
+    def _on_loaded(self, row: int, image: QImage) -> None:
+        """An unreadable image gets the placeholder, never a row stuck loading."""
+        self.cache[row] = QPixmap.fromImage(image) if not image.isNull() else self.placeholder
         while len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
-        idx = self.index(row)
-        self.dataChanged.emit(idx, idx, [Qt.ItemDataRole.DecorationRole])
+        self._changed.add(row)
+        self._tell_view()
+
+    def _emit_changed(self) -> None:
+        rows = [row for row in self._changed if row < len(self.paths)]
+        self._changed.clear()
+        if rows:  # one signal for the batch: the view repaints what of it is on screen
+            self.dataChanged.emit(self.index(min(rows)), self.index(max(rows)), [Qt.ItemDataRole.DecorationRole])
 
 
 class ThumbnailDelegate(QStyledItemDelegate):

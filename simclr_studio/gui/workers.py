@@ -1,9 +1,16 @@
-"""Background work for the window: scanning, training, previews, following a run's events file.
+"""Background work for the window: the one way the app runs something off the GUI thread.
 
-Training runs in a child process (the command line, linked by pipes); scans, embeddings and previews
-run on worker threads. Either way results only go into thread-safe queues, and a QTimer on the GUI
-thread drains them at ~15 Hz and hands batches of events to the widgets, so a run that makes
-thousands of steps per second still costs the interface a handful of updates per second.
+    Worker    one call ``fn(progress, should_stop)`` on a background thread (its own, or a pool's);
+              progress (done, total) arrives on the GUI thread at most ~15 times a second, then the
+              result (``finished``) or a one-line error (``failed``). A cancelled worker delivers nothing.
+    Workers   workers by name: starting a name again cancels the older call, so only the newest
+              request of a name delivers (a preview that follows a slider, the thumbnail of a row).
+    Throttle  the one throttle: calls a function with the newest arguments at most once per interval
+              (or, debouncing, once the calls stop).
+
+superqt's ``thread_worker`` and ``qthrottled`` are the model. Work runs with a lowered thread priority,
+so the window wins the CPU when both want it. (Training does not run here: it runs in a child process,
+see ``train_job``.)
 """
 
 from __future__ import annotations
@@ -11,14 +18,19 @@ from __future__ import annotations
 import os
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Iterator
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
 
 from simclr_studio.data import DataError, ScanResult, looks_grayscale, scan_folder, typical_side
 
-UI_INTERVAL_MS = 66  # ~15 Hz
+UI_INTERVAL_MS = 66  # ~15 Hz: how often background work may update the window
+
+Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+Job = Callable[[Progress, ShouldStop], Any]
 
 
 def lower_thread_priority(niceness: int = 5) -> None:
@@ -31,50 +43,137 @@ def lower_thread_priority(niceness: int = 5) -> None:
         pass
 
 
-class ProgressJob(QObject):
-    """Runs ``fn(progress, should_stop)`` on a worker thread: progress (done, total) arrives throttled
-    on the GUI thread, then the result or a one-line error. A cancelled job delivers nothing."""
+def plain(fn: Callable[[], Any]) -> Job:
+    """A job from a function that neither reports progress nor stops early."""
+    return lambda progress, should_stop: fn()
+
+
+class Throttle(QObject):
+    """Calls ``fn`` with the newest arguments it was called with, on the GUI thread.
+
+    Throttling (the default): the first call goes through at once, later ones at most once per
+    ``interval_ms``, and the last call of a burst is always delivered. Debouncing: once the calls have
+    stopped for ``interval_ms``.
+    """
+
+    def __init__(self, fn: Callable[..., Any], interval_ms: int = UI_INTERVAL_MS, debounce: bool = False,
+                 parent: QObject | None = None):
+        super().__init__(parent)
+        self._fn = fn
+        self._debounce = debounce
+        self._args: tuple | None = None
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(interval_ms)
+        self._timer.timeout.connect(self._fire)
+
+    def __call__(self, *args: Any) -> None:
+        self._args = args
+        if self._debounce:
+            self._timer.start()  # (re)starts the quiet period
+        elif not self._timer.isActive():
+            self._fire()
+
+    def pending(self) -> bool:
+        return self._args is not None
+
+    def flush(self) -> None:
+        """Deliver a waiting call now."""
+        if self._args is not None:
+            self._timer.stop()
+            self._fire()
+
+    def cancel(self) -> None:
+        """Forget a waiting call."""
+        self._timer.stop()
+        self._args = None
+
+    @Slot()
+    def _fire(self) -> None:
+        if self._args is None:
+            return  # nothing new during the interval: quiet until the next call
+        args, self._args = self._args, None
+        if not self._debounce:
+            self._timer.start()  # the next call waits for the end of this interval
+        self._fn(*args)
+
+
+class _Runnable(QRunnable):
+    def __init__(self, worker: Worker):
+        super().__init__()
+        self.setAutoDelete(False)  # the worker owns it (it may take it back from the pool's queue)
+        self.worker = worker
+
+    def run(self) -> None:
+        self.worker._work()
+
+
+class Worker(QObject):
+    """Runs ``fn(progress, should_stop)`` off the GUI thread: on a thread of its own (long work), or on
+    ``pool`` with ``priority`` (short work). ``finished`` (the result) or ``failed`` (a one-line
+    error), then ``ended``; a cancelled worker only says ``ended``. ``fn`` stops early by raising
+    InterruptedError when ``should_stop()``."""
 
     progress = Signal(int, int)
     finished = Signal(object)
     failed = Signal(str)
+    ended = Signal()  # the worker is over: after finished or failed, or once a cancelled call returned
 
-    def __init__(self, fn: Callable[[Callable[[int, int], None], Callable[[], bool]], object], name: str = "job",
-                 parent: QObject | None = None):
+    _wake = Signal()  # from the worker's thread: a progress report is waiting
+    _done = Signal()  # from the worker's thread: the outcome is waiting
+
+    def __init__(self, fn: Job, name: str = "work", parent: QObject | None = None, pool: QThreadPool | None = None,
+                 priority: int = 0):
         super().__init__(parent)
+        self.name = name
         self._fn = fn
+        self._pool, self._priority = pool, priority
+        self._runnable: _Runnable | None = None
         self._cancel = threading.Event()
+        self._over = threading.Event()
+        self._started = False
         self._lock = threading.Lock()
-        self._progress: tuple[int, int] | None = None
-        self._outcome: tuple[str, object] | None = None
-        self._thread = threading.Thread(target=self._work, name=name, daemon=True)
-        self._timer = QTimer(self)
-        self._timer.setInterval(UI_INTERVAL_MS)
-        self._timer.timeout.connect(self._drain)
+        self._latest: tuple[int, int] | None = None  # newest progress, not yet picked up
+        self._outcome: tuple[str, Any] = ("cancelled", None)
+        self._throttle: Throttle | None = None
+        self._wake.connect(self._on_wake)
+        self._done.connect(self._on_done)
 
     def start(self) -> None:
-        self._timer.start()
-        self._thread.start()
+        self._started = True
+        if self._pool is None:
+            threading.Thread(target=self._work, name=self.name, daemon=True).start()
+        else:
+            self._runnable = _Runnable(self)
+            self._pool.start(self._runnable, self._priority)
 
     def cancel(self) -> None:
+        """Deliver nothing; ``should_stop()`` turns true. A call still waiting in a pool's queue never runs."""
         self._cancel.set()
+        if self._runnable is not None and self._pool is not None and self._pool.tryTake(self._runnable):
+            self._over.set()
+            self.ended.emit()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
 
     def is_running(self) -> bool:
-        return self._thread.is_alive()
+        return self._started and not self._over.is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
-        self._thread.join(timeout)
-        return not self._thread.is_alive()
+        """Until the call returned (True) or ``timeout`` seconds passed (False)."""
+        return not self._started or self._over.wait(timeout)
 
+    # ---- on the worker's thread ------------------------------------------------------------------
     def _work(self) -> None:
-        def on_progress(done: int, total: int) -> None:
-            self._progress = (done, total)
-
-        lower_thread_priority()
+        lower_thread_priority()  # background work yields the CPU to the window
+        outcome: tuple[str, Any] = ("cancelled", None)
         try:
-            outcome = ("ok", self._fn(on_progress, self._cancel.is_set))
+            if not self._cancel.is_set():
+                outcome = ("ok", self._fn(self._report, self._cancel.is_set))
         except InterruptedError:
-            outcome = ("cancelled", None)
+            pass
         except (DataError, OSError, ValueError, RuntimeError) as exc:
             outcome = ("error", str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         except Exception as exc:  # never a silent dead thread
@@ -82,27 +181,108 @@ class ProgressJob(QObject):
             outcome = ("error", f"{type(exc).__name__}: {exc}")
         with self._lock:
             self._outcome = outcome
+        self._over.set()
+        try:
+            self._done.emit()
+        except RuntimeError:  # the worker went away with its window: nobody to tell
+            pass
+
+    def _report(self, done: int, total: int) -> None:
+        with self._lock:
+            waiting = self._latest is not None
+            self._latest = (done, total)
+        if not waiting:  # one wake-up in flight at a time, however often the work reports
+            try:
+                self._wake.emit()
+            except RuntimeError:
+                pass
+
+    # ---- on the GUI thread -------------------------------------------------------------------------
+    @Slot()
+    def _on_wake(self) -> None:
+        with self._lock:
+            latest, self._latest = self._latest, None
+        if latest is None or self._cancel.is_set():
+            return
+        if self._throttle is None:
+            self._throttle = Throttle(self.progress.emit, parent=self)
+        self._throttle(*latest)
 
     @Slot()
-    def _drain(self) -> None:
-        progress, self._progress = self._progress, None
-        if progress is not None and not self._cancel.is_set():
-            self.progress.emit(*progress)
+    def _on_done(self) -> None:
+        if self._throttle is not None:
+            self._throttle.cancel()  # the result supersedes any progress still waiting
         with self._lock:
-            outcome, self._outcome = self._outcome, None
-        if outcome is None:
-            return
-        self._timer.stop()
-        if self._cancel.is_set():
-            return
-        kind, value = outcome
-        if kind == "ok":
-            self.finished.emit(value)
-        elif kind == "error":
-            self.failed.emit(value)
+            kind, value = self._outcome
+        if not self._cancel.is_set():
+            if kind == "ok":
+                self.finished.emit(value)
+            elif kind == "error":
+                self.failed.emit(value)
+        self.ended.emit()
 
 
-class ScanJob(ProgressJob):
+class Workers(QObject):
+    """Background calls by name (any hashable): starting a name again cancels the call of that name
+    still running, so only the newest request delivers. Workers run on their own threads, or on
+    ``pool``. ``bool(workers)`` is whether any call is running; ``name in workers`` whether that one is."""
+
+    def __init__(self, parent: QObject | None = None, pool: QThreadPool | None = None):
+        super().__init__(parent)
+        self.pool = pool
+        self._running: dict[Hashable, Worker] = {}
+
+    def start(self, name: Hashable, fn: Job, on_result: Callable[[Any], Any] | None = None,
+              on_error: Callable[[str], Any] | None = None, on_progress: Callable[[int, int], Any] | None = None,
+              priority: int = 0) -> Worker:
+        self.cancel(name)
+        worker = Worker(fn, str(name), self, self.pool, priority)
+        # Retired before the callbacks run, so that they see this call as over.
+        worker.finished.connect(lambda _: self._retire(name, worker))
+        worker.failed.connect(lambda _: self._retire(name, worker))
+        if on_result is not None:
+            worker.finished.connect(on_result)
+        if on_error is not None:
+            worker.failed.connect(on_error)
+        if on_progress is not None:
+            worker.progress.connect(on_progress)
+        worker.ended.connect(lambda: (self._retire(name, worker), worker.deleteLater()))
+        self._running[name] = worker
+        worker.start()
+        return worker
+
+    def _retire(self, name: Hashable, worker: Worker) -> None:
+        if self._running.get(name) is worker:
+            del self._running[name]
+
+    def cancel(self, name: Hashable) -> None:
+        worker = self._running.pop(name, None)
+        if worker is not None:
+            worker.cancel()
+
+    def cancel_all(self) -> None:
+        workers, self._running = list(self._running.values()), {}
+        for worker in workers:
+            worker.cancel()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until every running call returned (their results still arrive through the event loop)."""
+        return all(worker.wait(timeout) for worker in list(self._running.values()))
+
+    def __contains__(self, name: Hashable) -> bool:
+        return name in self._running
+
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(list(self._running))
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+
+ProgressJob = Worker  # the old name, still imported by gui/export_dialog.py
+
+
+class ScanJob(Worker):
     """Scans a folder on a worker thread: progress (files so far, 0), the ScanResult or a one-line error.
     Cancelling a scan (or starting a newer one) drops its result."""
 
@@ -111,56 +291,23 @@ class ScanJob(ProgressJob):
         self.facts = (64, False)  # (typical side, grayscale) of the images: what the default recipe needs
         super().__init__(self._scan, "scan", parent)
 
-    def _scan(self, progress, should_stop) -> ScanResult:
+    def _scan(self, progress: Progress, should_stop: ShouldStop) -> ScanResult:
         scan = scan_folder(self.folder, progress=progress, should_stop=should_stop)
         if len(scan):  # a few header reads and small decodes, here rather than on the GUI thread
             self.facts = (typical_side(scan.paths), looks_grayscale(scan.paths))
         return scan
 
 
-class _Task(QRunnable):
-    def __init__(self, fn: Callable[[], object], done: Callable[[object, str | None], None]):
-        super().__init__()
-        self.fn, self.done = fn, done
-
-    def run(self) -> None:
-        lower_thread_priority()  # background work yields the CPU to the window
-        try:
-            result, error = self.fn(), None
-        except Exception as exc:
-            result, error = None, f"{type(exc).__name__}: {exc}"
-        try:
-            self.done(result, error)
-        except RuntimeError:  # the receiver (its window) was closed while this ran: nobody to tell
-            pass
-
-
-class TaskRunner(QObject):
-    """Runs short functions on the global thread pool; the result comes back on the GUI thread.
-
-    Only the newest request of a given name delivers its result (older ones are dropped), which is
-    what a preview that changes with every slider move needs.
-    """
-
-    result = Signal(str, object, object)  # name, result, error
-    _deliver = Signal(str, int, object, object)
+class TaskRunner(QObject):  # TEMPORARY, until the Explore tab moves to Workers
+    result = Signal(str, object, object)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
-        self._generation: dict[str, int] = {}
-        self._deliver.connect(self._on_deliver)
-        self.pool = QThreadPool.globalInstance()
+        self._workers = Workers(self, QThreadPool.globalInstance())
 
     def cancel(self, name: str) -> None:
-        """Drop the result of the pending request of this name (it still runs to its end)."""
-        self._generation[name] = self._generation.get(name, 0) + 1
+        self._workers.cancel(name)
 
     def submit(self, name: str, fn: Callable[[], object]) -> None:
-        gen = self._generation.get(name, 0) + 1
-        self._generation[name] = gen
-        self.pool.start(_Task(fn, lambda res, err, name=name, gen=gen: self._deliver.emit(name, gen, res, err)))
-
-    @Slot(str, int, object, object)
-    def _on_deliver(self, name: str, gen: int, result: object, error: object) -> None:
-        if self._generation.get(name) == gen:
-            self.result.emit(name, result, error)
+        self._workers.start(name, plain(fn), lambda r: self.result.emit(name, r, None),
+                            lambda e: self.result.emit(name, None, e))

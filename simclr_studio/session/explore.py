@@ -1,0 +1,407 @@
+"""Exploring what a checkpoint learned, without Qt: which checkpoint embeds which folder, the embeddings
+and what is built on them (a neighbour index, maps, clusters, quality), and what the user looks at
+(the results of a click or a search, and the selection).
+
+Operations that take time (``embed``, ``projection``, ``clusters``, ``measure_quality``, ``search``)
+read the session when they start, never write it, and return a value that names what it was computed
+from. The caller applies it (``apply_*``, ``show``) on its own thread, and applying does nothing once
+the session has moved on (other sources, cleared). The app runs the operations on worker threads and
+applies on the GUI thread; tests call both in a row. ``save`` writes the cache file, maps included.
+
+The selection is a value (``Selection``): commands that act on a selection take one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from simclr_studio.data import ScanResult
+from simclr_studio.embeddings import Embeddings, cache_path, embed_cached, save
+from simclr_studio.neighbours import NeighbourIndex, Neighbours
+from simclr_studio.projection import kmeans_labels, pca_2d, tsne_2d
+from simclr_studio.run_folder import RunFolder
+from simclr_studio.session.quality import Quality, measure_quality
+from simclr_studio.trained import TrainedModel, load_trained
+
+K_NEIGHBOURS = 12
+UNLABELED_CLUSTERS = 10  # k of k-means for a folder without class subfolders
+
+Progress = Callable[[int, int], None]
+ShouldStop = Callable[[], bool]
+MapKind = Literal["pca", "tsne"]
+ResultKind = Literal["neighbours", "search", "selection"]
+
+
+@dataclass(frozen=True, eq=False)
+class Sources:
+    """What is embedded: a checkpoint of a run folder, and a scanned folder of images. A new value
+    (a new object) whenever they change: results name the sources they were computed from."""
+
+    run_dir: Path | None = None
+    checkpoint: Path | None = None
+    scan: ScanResult | None = None
+
+    def can_embed(self) -> bool:
+        return self.run_dir is not None and self.checkpoint is not None and self.scan is not None and len(self.scan) > 0
+
+
+@dataclass(frozen=True, eq=False)
+class Embedded:
+    """The sources' images embedded by their checkpoint, with the index their neighbours come from."""
+
+    sources: Sources
+    trained: TrainedModel
+    embeddings: Embeddings
+    cache_file: Path
+    from_cache: bool
+    index: NeighbourIndex
+
+    def summary(self) -> str:
+        emb = self.embeddings
+        skipped = f", {len(emb.skipped)} could not be decoded" if emb.skipped else ""
+        return (f"{len(emb):,} images · {emb.features.shape[1]} features · {Path(emb.checkpoint).name}"
+                + (" (from cache)" if self.from_cache else "") + skipped)
+
+
+@dataclass(frozen=True, eq=False)
+class Projection:
+    of: Embedded
+    kind: MapKind
+    coords: np.ndarray  # float32 [N, 2]
+
+
+@dataclass(frozen=True, eq=False)
+class Clusters:
+    of: Embedded
+    labels: np.ndarray  # int64 [N], cluster of each image
+
+
+@dataclass(frozen=True, eq=False)
+class Measured:
+    of: Embedded
+    quality: Quality
+
+
+@dataclass(frozen=True, eq=False)
+class Results:
+    """What the results list shows: neighbours of an image of the folder, of a searched image file,
+    or the images of a selection."""
+
+    kind: ResultKind
+    rows: tuple[int, ...]
+    similarities: tuple[float, ...] = ()  # cosine similarity of each row to the query (not for a selection)
+    focus: int | None = None  # the image whose neighbours these are
+    query: str | None = None  # the image file searched with
+    of: Embedded | None = None
+
+    @classmethod
+    def found(cls, kind: ResultKind, neighbours: Neighbours, of: Embedded, focus: int | None = None,
+              query: str | None = None) -> Results:
+        return cls(kind, tuple(int(r) for r in neighbours.indices),
+                   tuple(float(s) for s in neighbours.similarities), focus, query, of)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Images picked on the map (a rectangle, a lasso): rows of the embeddings, ascending, no repeats."""
+
+    rows: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, rows: Iterable[int]) -> Selection:
+        return cls(tuple(sorted({int(r) for r in rows})))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.rows)
+
+    def __contains__(self, row: object) -> bool:
+        return row in self.rows
+
+    def paths(self, embeddings: Embeddings) -> list[str]:
+        return [embeddings.paths[r] for r in self.rows]
+
+
+def _same_scan(a: ScanResult | None, b: ScanResult | None) -> bool:
+    return a is b or (a is not None and b is not None and a.paths == b.paths)
+
+
+class ExploreSession:
+    def __init__(self, device: str | None = None) -> None:
+        """``device``: where images are embedded (default: the best available)."""
+        self.device = device
+        self.sources = Sources()
+        self._train_run: Path | None = None  # the run the Train tab shows
+        self._chosen_run: Path | None = None  # the run of a checkpoint picked elsewhere, until the Train tab moves
+        self.embedded: Embedded | None = None
+        self.quality: Quality | None = None
+        self.results: Results | None = None
+        self.selection = Selection()
+
+    # ---- what is loaded ---------------------------------------------------------------------------
+    @property
+    def run_dir(self) -> Path | None:
+        return self.sources.run_dir
+
+    @property
+    def trained(self) -> TrainedModel | None:
+        return self.embedded.trained if self.embedded is not None else None
+
+    @property
+    def embeddings(self) -> Embeddings | None:
+        return self.embedded.embeddings if self.embedded is not None else None
+
+    @property
+    def focus(self) -> int | None:
+        return self.results.focus if self.results is not None else None
+
+    # ---- sources ------------------------------------------------------------------------------------
+    def set_sources(self, train_run: Path | None, scan: ScanResult | None) -> bool:
+        """The Train tab's run and the Data tab's scan. A checkpoint chosen from another run
+        (``use_checkpoint``) stays until the Train tab moves to another run. The chosen checkpoint
+        stays while the run has it; else the run's newest. True when the sources changed (and the
+        session was cleared)."""
+        if train_run != self._train_run:
+            self._train_run, self._chosen_run = train_run, None
+        run_dir = self._chosen_run if self._chosen_run is not None else train_run
+        listed = RunFolder(run_dir).checkpoints() if run_dir is not None else []
+        current = self.sources.checkpoint
+        keep = current is not None and (current in listed or (run_dir == self.run_dir and current.is_file()))
+        return self._change(run_dir, current if keep else (listed[0] if listed else None), scan)
+
+    def use_checkpoint(self, path: str | Path) -> bool:
+        """Any saved checkpoint: its run folder is the one above ``checkpoints/``."""
+        path = Path(path)
+        self._chosen_run = RunFolder.of_checkpoint(path).path
+        return self._change(self._chosen_run, path, self.sources.scan)
+
+    def set_checkpoint(self, path: str | Path | None) -> bool:
+        return self._change(self.run_dir, Path(path) if path is not None else None, self.sources.scan)
+
+    def checkpoints(self) -> list[Path]:
+        """The run folder's checkpoints (``last.pt`` first, then the newest epochs), and the chosen one."""
+        found = RunFolder(self.run_dir).checkpoints() if self.run_dir is not None else []
+        if self.sources.checkpoint is not None and self.sources.checkpoint not in found:
+            found.append(self.sources.checkpoint)
+        return found
+
+    def _change(self, run_dir: Path | None, checkpoint: Path | None, scan: ScanResult | None) -> bool:
+        old = self.sources
+        if run_dir == old.run_dir and checkpoint == old.checkpoint and _same_scan(scan, old.scan):
+            return False
+        self.sources = Sources(run_dir, checkpoint, scan)
+        self._drop()
+        return True
+
+    def clear(self) -> None:
+        """Forget the embeddings and all built on them; results still being computed will not apply."""
+        s = self.sources
+        self.sources = Sources(s.run_dir, s.checkpoint, s.scan)
+        self._drop()
+
+    def _drop(self) -> None:
+        self.embedded = None
+        self.quality = None
+        self.results = None
+        self.selection = Selection()
+
+    def can_embed(self) -> bool:
+        return self.sources.can_embed()
+
+    def cached(self) -> bool:
+        """Whether the sources' embeddings are in the cache (then embedding is a quick read)."""
+        s = self.sources
+        if not s.can_embed():
+            return False
+        assert s.run_dir is not None and s.checkpoint is not None and s.scan is not None
+        try:
+            size = RunFolder(s.run_dir).load_config().image_size
+            return cache_path(s.run_dir, s.checkpoint, size, s.scan.paths).is_file()
+        except (OSError, ValueError):
+            return False
+
+    def prompt(self) -> str:
+        """What there is to see, or what to do first."""
+        if self.embedded is not None:
+            return self.embedded.summary()
+        s = self.sources
+        if s.run_dir is None:
+            return "Train a run (or open a run folder), then embed its images here."
+        if s.checkpoint is None:
+            return f"{s.run_dir.name} has no checkpoint yet: train at least one epoch."
+        if s.scan is None or len(s.scan) == 0:
+            return "Open the image folder to explore (File ▸ Open Folder)."
+        return f"Press Embed to compute features of {len(s.scan):,} images with {s.checkpoint.name}."
+
+    def _device(self) -> str:
+        if self.device is None:
+            from simclr_studio.device import available_devices
+
+            return available_devices()[0]
+        return self.device
+
+    # ---- embedding ------------------------------------------------------------------------------------
+    def embed(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Embedded:
+        """Embed the sources' images (or read them from the cache), with a PCA map to show at once."""
+        sources = self.sources
+        if not sources.can_embed():
+            raise ValueError("nothing to embed: choose a checkpoint and open a folder of images")
+        assert sources.run_dir is not None and sources.scan is not None
+        trained = load_trained(sources.run_dir, sources.checkpoint)
+        emb, path, cached = embed_cached(trained, sources.scan, self._device(), progress=progress,
+                                         should_stop=should_stop)
+        if len(emb) == 0:
+            raise ValueError("no image of the folder could be decoded")
+        if "pca" not in emb.maps:  # not shared yet: filled in here
+            emb.maps["pca"] = pca_2d(emb.features)
+        return Embedded(sources, trained, emb, path, cached, NeighbourIndex(emb.features))
+
+    def apply_embedded(self, embedded: Embedded) -> bool:
+        if embedded.sources is not self.sources:
+            return False
+        self._drop()
+        self.embedded = embedded
+        return True
+
+    def save(self) -> Path | None:
+        """Write the embeddings and their maps to the cache file, so that reopening is instant."""
+        embedded = self.embedded
+        if embedded is None:
+            return None
+        return save(embedded.embeddings, embedded.cache_file)
+
+    def _current(self) -> Embedded:
+        if self.embedded is None:
+            raise ValueError("embed the folder first")
+        return self.embedded
+
+    # ---- maps and clusters -------------------------------------------------------------------------
+    def map(self, kind: MapKind) -> np.ndarray | None:
+        """The map's coordinates [N, 2], if computed."""
+        emb = self.embeddings
+        return emb.maps.get(kind) if emb is not None else None
+
+    def projection(self, kind: MapKind) -> Projection:
+        embedded = self._current()
+        features = embedded.embeddings.features
+        return Projection(embedded, kind, tsne_2d(features) if kind == "tsne" else pca_2d(features))
+
+    def apply_projection(self, projection: Projection) -> bool:
+        if projection.of is not self.embedded:
+            return False
+        projection.of.embeddings.maps[projection.kind] = projection.coords
+        return True
+
+    def cluster_labels(self) -> np.ndarray | None:
+        emb = self.embeddings
+        if emb is None or "clusters" not in emb.maps:
+            return None
+        return emb.maps["clusters"][:, 0].astype(np.int64)
+
+    def cluster_count(self) -> int:
+        """k of k-means: the number of classes of a labelled folder, else ``UNLABELED_CLUSTERS``."""
+        emb = self._current().embeddings
+        return len(emb.classes) if emb.labeled else UNLABELED_CLUSTERS
+
+    def clusters(self, k: int | None = None) -> Clusters:
+        embedded = self._current()
+        return Clusters(embedded, kmeans_labels(embedded.embeddings.features, k or self.cluster_count()))
+
+    def apply_clusters(self, clusters: Clusters) -> bool:
+        if clusters.of is not self.embedded:
+            return False
+        # Stored as an [N, 2] map so that it shares the cache file (second column unused).
+        labels = clusters.labels
+        clusters.of.embeddings.maps["clusters"] = np.stack([labels, labels], 1).astype(np.float32)
+        return True
+
+    def groups(self, by_cluster: bool) -> tuple[np.ndarray, list[str]]:
+        """(group of each image [N], group names) to colour the map: k-means clusters (when asked for
+        and computed), else the folder's classes (images outside them as "unlabeled"), else one group."""
+        emb = self._current().embeddings
+        clusters = self.cluster_labels() if by_cluster else None
+        if clusters is not None:
+            return clusters, [f"cluster {i + 1}" for i in range(int(clusters.max()) + 1)] if len(clusters) else []
+        if emb.labeled:
+            names = list(emb.classes)
+            groups = emb.labels.copy()
+            if (groups < 0).any():  # images beside the class folders: drawn too, as their own group
+                groups[groups < 0] = len(names)
+                names.append("unlabeled")
+            return groups, names
+        return np.zeros(len(emb), np.int64), ["images"]
+
+    # ---- quality ----------------------------------------------------------------------------------------
+    def measure_quality(self, progress: Progress | None = None, should_stop: ShouldStop | None = None) -> Measured:
+        """kNN and linear-probe accuracy against a random encoder and raw pixels (a labelled folder)."""
+        embedded = self._current()
+        if not embedded.embeddings.labeled or embedded.sources.scan is None:
+            raise ValueError("quality is measured against the folder's classes: this folder has none")
+        quality = measure_quality(embedded.embeddings, embedded.trained, embedded.sources.scan, self._device(),
+                                  progress, should_stop)
+        return Measured(embedded, quality)
+
+    def apply_quality(self, measured: Measured) -> bool:
+        if measured.of is not self.embedded:
+            return False
+        self.quality = measured.quality
+        return True
+
+    # ---- neighbours, search, selection ------------------------------------------------------------------
+    def neighbours(self, row: int, k: int = K_NEIGHBOURS) -> Results:
+        """The k images most like image ``row`` (cosine similarity of features), itself excluded."""
+        embedded = self._current()
+        if not 0 <= row < len(embedded.embeddings):
+            raise IndexError(f"no image {row} in {len(embedded.embeddings)}")
+        return Results.found("neighbours", embedded.index.query_row(row, k), embedded, focus=row)
+
+    def search(self, image_path: str | Path, k: int = K_NEIGHBOURS) -> Results:
+        """The k images most like any image file (embedded here with the checkpoint)."""
+        from simclr_studio.data import decode_image, to_chw_tensor
+        from simclr_studio.evaluate import extract_features
+
+        embedded = self._current()
+        backbone = embedded.trained.model.backbone
+        image = to_chw_tensor(decode_image(image_path, embedded.trained.config.image_size))[None]
+        feature = extract_features(backbone, [image], next(backbone.parameters()).device)[0]
+        return Results.found("search", embedded.index.query_vector(feature, k), embedded, query=str(image_path))
+
+    def show(self, results: Results) -> bool:
+        """Make ``results`` what is shown; the selection is dropped (it is what the map marks)."""
+        if results.of is None or results.of is not self.embedded:
+            return False
+        self.results = results
+        self.selection = Selection()
+        return True
+
+    def select(self, rows: Iterable[int]) -> Selection:
+        """Select images (rows outside the embeddings are ignored); they become what is shown."""
+        embedded = self._current()
+        n = len(embedded.embeddings)
+        self.selection = Selection.of(r for r in rows if 0 <= int(r) < n)
+        self.results = Results("selection", self.selection.rows, of=embedded)
+        return self.selection
+
+    # ---- words ------------------------------------------------------------------------------------------
+    def label_of(self, row: int) -> str:
+        """The class name of image ``row``, or "" (unlabeled)."""
+        emb = self._current().embeddings
+        label = int(emb.labels[row])
+        return emb.classes[label] if 0 <= label < len(emb.classes) else ""
+
+    def paths(self, rows: Iterable[int]) -> list[str]:
+        emb = self._current().embeddings
+        return [emb.paths[r] for r in rows]
+
+    def captions(self, results: Results) -> list[str]:
+        """Per row: the similarity (3 decimals) and the class name, where there are any."""
+        sims: Iterable[float | None] = results.similarities or [None] * len(results.rows)
+        return [" · ".join(t for t in ("" if s is None else f"{s:.3f}", self.label_of(r)) if t)
+                for r, s in zip(results.rows, sims, strict=True)]

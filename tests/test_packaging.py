@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -16,6 +17,13 @@ from conftest import REPO
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
+    # From a clean copy of the sources: a build/ folder left in the checkout would put modules that
+    # have since moved or gone into the wheel.
+    src = tmp_path_factory.mktemp("src")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("simclr_studio", "resources"):
+        shutil.copytree(REPO / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     # Build with this environment's setuptools when it is recent enough (fast, offline); else isolated.
     try:
         import setuptools
@@ -23,7 +31,7 @@ def wheel(tmp_path_factory) -> Path:
         flags = ["--no-isolation"] if int(setuptools.__version__.split(".")[0]) >= 68 else []
     except ImportError:
         flags = []
-    result = subprocess.run([sys.executable, "-m", "build", "--wheel", *flags, "--outdir", str(out), str(REPO)],
+    result = subprocess.run([sys.executable, "-m", "build", "--wheel", *flags, "--outdir", str(out), str(src)],
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     (found,) = out.glob("simclr_studio-*.whl")
@@ -37,7 +45,20 @@ def test_wheel_contains_the_resources(wheel):
     assert {f"{res}icons/simclr-studio-{s}.png" for s in (16, 32, 48, 128, 256, 512)} <= names
     assert sum(n.startswith(f"{res}demo/") and n.endswith(".png") for n in names) == 600
     assert not any("screenshots" in n for n in names)  # documentation images stay out of the wheel
-    assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_wheel_holds_every_package_and_no_dev_script(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    source = {p.relative_to(REPO).as_posix() for p in (REPO / "simclr_studio").rglob("*.py")}
+    assert source <= names  # the launcher, the app, the command line, the sessions and the engine
+    assert {"simclr_studio/__main__.py", "simclr_studio/cli/__init__.py", "simclr_studio/gui/app.py",
+            "simclr_studio/session/wording.py"} <= names
+    # Dev-only scripts live in benchmarks/ and packaging/, outside the package.
+    assert not any(n.endswith(("fashion_mnist.py", "make_demo.py")) for n in names)
+    assert not [n for n in names if n.startswith("simclr_studio/resources/") and n.endswith(".py")]
+    (entry_points,) = [n for n in names if n.endswith("entry_points.txt")]
+    scripts = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "simclr-studio = simclr_studio.__main__:main" in scripts
 
 
 def test_wheel_installs_and_trains_in_a_fresh_environment(wheel, tmp_path):

@@ -30,7 +30,8 @@ def test_gui_latency_runs(tmp_path):
 def test_explore_benchmark_runs(tmp_path):
     import pytest
 
-    from simclr_studio.fashion_mnist import DEFAULT_DIR, INSTALL_HINT
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT
 
     if not DEFAULT_DIR.exists():
         pytest.skip(f"Fashion-MNIST is not installed; {INSTALL_HINT}")
@@ -46,7 +47,8 @@ def test_explore_benchmark_runs(tmp_path):
 def test_fmnist_benchmark_runs(tmp_path):
     import pytest
 
-    from simclr_studio.fashion_mnist import DEFAULT_DIR, INSTALL_HINT
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT
 
     if not DEFAULT_DIR.exists():
         pytest.skip(f"Fashion-MNIST is not installed; {INSTALL_HINT}")

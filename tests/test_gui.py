@@ -34,7 +34,7 @@ def window(qtbot, tmp_path, monkeypatch):
     qtbot.addWidget(win)
     win.show()
     yield win
-    if win.train_panel.is_running():
+    if win.train_panel.session.is_running():
         win.train_panel.stop_and_wait()
 
 
@@ -51,14 +51,19 @@ def load(win, qtbot, folder: Path) -> None:
     qtbot.waitUntil(lambda: win.scan is not None and win.scan.root == str(folder), timeout=10_000)
 
 
+def ended(panel) -> bool:
+    """The run has ended and the window has shown its last events."""
+    return not panel.session.is_running() and panel.session.history.finished is not None
+
+
 def small_settings(panel, epochs=2):
-    panel.image_size.setValue(16)
-    panel.batch_size.setValue(8)
-    panel.length.set_minutes_mode(False)  # a fixed number of epochs, not the default time budget
-    panel.epochs.setValue(epochs)
-    panel.backbone.setCurrentText("small-cnn")
-    panel.optimizer.setCurrentText("sgd")
-    panel.device.setCurrentText("cpu")
+    panel.form.image_size.setValue(16)
+    panel.form.batch_size.setValue(8)
+    panel.form.length.set_minutes_mode(False)  # a fixed number of epochs, not the default time budget
+    panel.form.epochs.setValue(epochs)
+    panel.form.backbone.setCurrentText("small-cnn")
+    panel.form.optimizer.setCurrentText("sgd")
+    panel.form.device.setCurrentText("cpu")
 
 
 def test_dropping_a_folder_loads_it(window, qtbot, tmp_path):
@@ -77,7 +82,7 @@ def test_dropping_a_folder_loads_it(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: 0 in panel.model.cache, timeout=10_000)
     assert panel.model.cache[0].width() > 0
     # The train form now points at this folder with suggested settings and a fresh run folder.
-    assert window.train_panel.data_dir == str(folder) and window.train_panel.start_button.isEnabled()
+    assert window.train_session.data_dir == str(folder) and window.train_panel.start_button.isEnabled()
     assert str(folder) in window.recent_folders()
 
 
@@ -122,54 +127,54 @@ def test_training_streams_points_into_the_loss_plot_and_reopens(window, qtbot, t
     panel = window.train_panel
     small_settings(panel, epochs=2)
     panel.start_button.click()
-    assert panel.is_running() and not panel.start_button.isEnabled()
-    qtbot.waitUntil(lambda: not panel.is_running() and panel.history.finished is not None, timeout=60_000)
-    xs, ys = panel.loss_raw.getData()
+    assert panel.session.is_running() and not panel.start_button.isEnabled()
+    qtbot.waitUntil(lambda: ended(panel), timeout=60_000)
+    xs, ys = panel.plots.loss_raw.getData()
     assert len(xs) == 6 and np.all(np.isfinite(ys))  # 2 epochs × 3 steps
-    assert len(panel.knn_curve.getData()[0]) == 2
+    assert len(panel.plots.knn_curve.getData()[0]) == 2
     assert panel.progress.value() == panel.progress.maximum() == 6
     assert "Epoch 2: loss" in panel.log.toPlainText()
-    run_dir = Path(panel.run_dir.text())
+    run_dir = Path(panel.form.run_dir_edit.text())
     assert RunFolder(run_dir).last_checkpoint.exists()
 
     # Reopening the run folder (as after a restart) restores config and curves, and offers to resume.
     panel.new_run()
-    assert len(panel.loss_raw.getData()[0] or []) == 0
+    assert len(panel.plots.loss_raw.getData()[0] or []) == 0
     window.open_path(run_dir)
-    assert panel.opened_run == run_dir and panel.start_button.text() == "Resume training"
-    restored_x, restored_y = panel.loss_raw.getData()
+    assert panel.session.run_dir == run_dir and panel.start_button.text() == "Resume training"
+    restored_x, restored_y = panel.plots.loss_raw.getData()
     assert np.array_equal(restored_x, xs) and np.allclose(restored_y, ys)
-    assert panel.image_size.value() == 16 and panel.batch_size.value() == 8
+    assert panel.form.image_size.value() == 16 and panel.form.batch_size.value() == 8
     # Raising the epochs and resuming continues from the checkpoint.
-    panel.epochs.setValue(3)
+    panel.form.epochs.setValue(3)
     panel.start_button.click()
-    qtbot.waitUntil(lambda: not panel.is_running() and panel.history.finished is not None
-                    and panel.history.finished.global_step == 9, timeout=60_000)
-    assert list(panel.loss_raw.getData()[0]) == list(range(1, 10))
+    qtbot.waitUntil(lambda: not panel.session.is_running() and panel.session.history.finished is not None
+                    and panel.session.history.finished.global_step == 9, timeout=60_000)
+    assert list(panel.plots.loss_raw.getData()[0]) == list(range(1, 10))
 
 
-def test_pause_resume_and_stop(window, qtbot, tmp_path):
+def test_pause_continue_and_stop(window, qtbot, tmp_path):
     folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
     load(window, qtbot, folder)
     panel = window.train_panel
     small_settings(panel, epochs=500)
     panel.start_button.click()
     # Points reach the plot while the run is still going, not only at the end.
-    qtbot.waitUntil(lambda: len(panel.loss_raw.getData()[0] if panel.loss_raw.getData()[0] is not None else []) >= 2,
-                    timeout=30_000)
-    assert panel.is_running()
+    qtbot.waitUntil(lambda: len(panel.plots.loss_raw.getData()[0] if panel.plots.loss_raw.getData()[0] is not None
+                                else []) >= 2, timeout=30_000)
+    assert panel.session.is_running()
     panel.pause_button.click()
-    qtbot.waitUntil(lambda: panel.history.paused, timeout=30_000)
-    assert panel.pause_button.text() == "Resume"
-    steps = len(panel.history.steps)
+    qtbot.waitUntil(lambda: panel.session.history.paused, timeout=30_000)
+    assert panel.pause_button.text() == "Continue"
+    steps = len(panel.session.history.steps)
     qtbot.wait(400)
-    assert len(panel.history.steps) == steps  # nothing trains while paused
+    assert len(panel.session.history.steps) == steps  # nothing trains while paused
     panel.pause_button.click()
-    qtbot.waitUntil(lambda: len(panel.history.steps) > steps, timeout=30_000)
-    assert not panel.history.paused and panel.pause_button.text() == "Pause"
+    qtbot.waitUntil(lambda: len(panel.session.history.steps) > steps, timeout=30_000)
+    assert not panel.session.history.paused and panel.pause_button.text() == "Pause"
     panel.stop_button.click()
-    qtbot.waitUntil(lambda: not panel.is_running() and panel.history.finished is not None, timeout=30_000)
-    assert panel.history.finished.status == "stopped"
+    qtbot.waitUntil(lambda: ended(panel), timeout=30_000)
+    assert panel.session.history.finished.status == "stopped"
     assert "Checkpoint saved" in panel.log.toPlainText()
     assert panel.start_button.isEnabled()
 
@@ -179,11 +184,11 @@ def test_errors_show_in_the_window(window, qtbot, tmp_path):
     load(window, qtbot, folder)
     panel = window.train_panel
     small_settings(panel)
-    panel.batch_size.setValue(64)  # more than the 6 images
+    panel.form.batch_size.setValue(64)  # more than the 6 images
     panel.start_button.click()
-    qtbot.waitUntil(lambda: not panel.is_running() and panel.history.finished is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: ended(panel), timeout=30_000)
     assert panel.error_banner.isVisible() and "batch size 64" in panel.error_banner.text()
-    assert panel.history.finished.status == "failed" and panel.start_button.isEnabled()
+    assert panel.session.history.finished.status == "failed" and panel.start_button.isEnabled()
 
 
 def test_following_a_run_written_by_another_process(window, qtbot, tmp_path):
@@ -200,16 +205,16 @@ def test_following_a_run_written_by_another_process(window, qtbot, tmp_path):
         time.sleep(0.5)
         window.open_path(tmp_path / "cli-run")
         panel = window.train_panel
-        assert panel.follower is not None and not panel.start_button.isEnabled()
-        qtbot.waitUntil(lambda: len(panel.history.steps) >= 3, timeout=30_000)
-        seen = len(panel.history.steps)
-        qtbot.waitUntil(lambda: len(panel.history.steps) > seen, timeout=30_000)  # it keeps following
+        assert panel.session.state == "following" and not panel.start_button.isEnabled()
+        qtbot.waitUntil(lambda: len(panel.session.history.steps) >= 3, timeout=30_000)
+        seen = len(panel.session.history.steps)
+        qtbot.waitUntil(lambda: len(panel.session.history.steps) > seen, timeout=30_000)  # it keeps following
         # The curve catches up with the history (redraws are throttled to 10 a second).
-        qtbot.waitUntil(lambda: len(panel.loss_raw.getData()[0]) >= seen + 1, timeout=5_000)
+        qtbot.waitUntil(lambda: len(panel.plots.loss_raw.getData()[0]) >= seen + 1, timeout=5_000)
         trainer.stop()
         worker.join(60)
         # The finished event arrives: following ends and the run can be resumed from the window.
-        qtbot.waitUntil(lambda: panel.follower is None, timeout=30_000)
+        qtbot.waitUntil(lambda: panel.session.state != "following", timeout=30_000)
         assert panel.start_button.isEnabled() and panel.start_button.text() == "Resume training"
     finally:
         trainer.stop()
@@ -222,20 +227,20 @@ def test_closing_during_training_asks_then_stops_cleanly(window, qtbot, tmp_path
     panel = window.train_panel
     small_settings(panel, epochs=500)
     panel.start_button.click()
-    qtbot.waitUntil(lambda: len(panel.history.steps) >= 1, timeout=30_000)
+    qtbot.waitUntil(lambda: len(panel.session.history.steps) >= 1, timeout=30_000)
     asked = []
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: asked.append(a) or QMessageBox.StandardButton.No)
     assert not window.close()  # "No": the window stays and training goes on
-    assert asked and panel.is_running()
+    assert asked and panel.session.is_running()
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
     assert window.close()
-    assert not panel.is_running()
+    assert not panel.session.is_running()
     from simclr_studio.events import read_events
 
-    events = read_events(Path(panel.run_dir.text()) / "events.jsonl")
+    events = read_events(Path(panel.form.run_dir_edit.text()) / "events.jsonl")
     stops = [e for e in events if e.kind == "checkpoint" and e.reason == "stop"]
     assert len(stops) == 1 and events[-1].kind == "finished" and events[-1].status == "stopped"
-    state = __import__("torch").load(RunFolder(panel.run_dir.text()).last_checkpoint, weights_only=True)
+    state = __import__("torch").load(RunFolder(panel.form.run_dir_edit.text()).last_checkpoint, weights_only=True)
     assert state["global_step"] == stops[0].global_step >= 1
 
 
@@ -254,36 +259,7 @@ def test_a_newer_folder_wins_over_a_slower_scan(window, qtbot, tmp_path):
     qtbot.waitUntil(lambda: window.scan is not None, timeout=10_000)
     qtbot.wait(300)  # a late result of the first scan would arrive now
     assert window.scan.root == str(second) and window.data_panel.model.rowCount() == 6
-    assert window.train_panel.data_dir == str(second)
-
-
-def test_follower_restarts_when_the_events_file_is_rewritten(qtbot, tmp_path):
-    from simclr_studio.events import EventLog, LogEvent
-    from simclr_studio.gui.train_job import RunFollower
-
-    log = EventLog(tmp_path / "events.jsonl")
-    for i in range(5):
-        log.write(LogEvent(message=f"line {i} " + "x" * 50))
-    log.close()
-    follower = RunFollower(tmp_path)
-    got, resets = [], []
-    follower.events.connect(got.extend)
-    follower.reset.connect(lambda: resets.append(1))
-    follower.poll()
-    assert len(got) == 5
-    (tmp_path / "events.jsonl").write_text("")  # a new run replaced the file
-    log = EventLog(tmp_path / "events.jsonl")
-    log.write(LogEvent(message="fresh"))
-    log.close()
-    follower.poll()
-    assert resets == [1] and got[-1].message == "fresh"
-    with open(tmp_path / "events.jsonl", "ab") as f:
-        f.write(b"\xff\xfe not json\n")  # a damaged line is skipped, following goes on
-    log = EventLog(tmp_path / "events.jsonl")
-    log.write(LogEvent(message="after damage"))
-    log.close()
-    follower.poll()
-    assert got[-1].message == "after damage"
+    assert window.train_session.data_dir == str(second)
 
 
 def test_augment_settings_lock_while_a_run_owns_them(window, qtbot, tmp_path):
@@ -294,7 +270,7 @@ def test_augment_settings_lock_while_a_run_owns_them(window, qtbot, tmp_path):
     small_settings(panel, epochs=500)
     panel.start_button.click()
     assert not aug.controls["mask_p"].isEnabled() and aug.locked_note.isVisibleTo(aug)
-    qtbot.waitUntil(lambda: len(panel.history.steps) >= 1, timeout=30_000)  # past data preparation
+    qtbot.waitUntil(lambda: len(panel.session.history.steps) >= 1, timeout=30_000)  # past data preparation
     panel.stop_and_wait()
     qtbot.waitUntil(lambda: panel.start_button.text() == "Resume training", timeout=30_000)
     assert not aug.controls["mask_p"].isEnabled()  # the stopped run is open to resume

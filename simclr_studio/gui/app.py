@@ -11,41 +11,17 @@ import threading
 import time
 
 from PySide6.QtCore import QEventLoop, QSettings, QTimer
-from PySide6.QtGui import QColor, QIcon, QPalette
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
+from simclr_studio.gui.theme import apply_theme
 from simclr_studio.paths import resource
 
 
-def apply_theme(name: str) -> None:
-    app = QApplication.instance()
-    app.setStyle("Fusion")
-    palette = QPalette()
-    if name == "dark":
-        colors = {
-            QPalette.ColorRole.Window: "#2b2d31", QPalette.ColorRole.WindowText: "#e6e6e6",
-            QPalette.ColorRole.Base: "#1e1f22", QPalette.ColorRole.AlternateBase: "#2b2d31",
-            QPalette.ColorRole.Text: "#e6e6e6", QPalette.ColorRole.Button: "#3a3c41",
-            QPalette.ColorRole.ButtonText: "#e6e6e6", QPalette.ColorRole.Highlight: "#2b6fd9",
-            QPalette.ColorRole.HighlightedText: "#ffffff", QPalette.ColorRole.ToolTipBase: "#3a3c41",
-            QPalette.ColorRole.ToolTipText: "#e6e6e6", QPalette.ColorRole.PlaceholderText: "#9a9a9a",
-            QPalette.ColorRole.Mid: "#4a4c52", QPalette.ColorRole.Link: "#6aa0ff",
-        }
-        for role, color in colors.items():
-            palette.setColor(role, QColor(color))
-        for role in (QPalette.ColorRole.Text, QPalette.ColorRole.ButtonText, QPalette.ColorRole.WindowText):
-            palette.setColor(QPalette.ColorGroup.Disabled, role, QColor("#777777"))
-    else:
-        palette = app.style().standardPalette()
-        palette.setColor(QPalette.ColorRole.Highlight, QColor("#2b6fd9"))
-    app.setPalette(palette)
-    qss = resource("style.qss")
-    app.setStyleSheet(qss.read_text() if qss.exists() else "")
-
-
 def create_app(argv: list[str] | None = None) -> QApplication:
-    # Worker threads (decoding, training) hold the GIL in Python-heavy stretches; a shorter switch
-    # interval hands it to the GUI thread sooner, so the event loop does not stall behind them.
+    # Worker threads (scans, thumbnails, previews, embedding) hold the GIL in Python-heavy stretches; a
+    # shorter switch interval hands it to the GUI thread sooner, so the event loop does not stall behind
+    # them. (Training runs in a child process, see training_link.)
     sys.setswitchinterval(0.001)
     app = QApplication.instance() or QApplication(argv or sys.argv[:1])
     app.setApplicationName("SIMCLR Studio")

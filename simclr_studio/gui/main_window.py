@@ -14,15 +14,13 @@ from simclr_studio.gui.augment_panel import AugmentPanel
 from simclr_studio.gui.data_panel import DataPanel
 from simclr_studio.gui.explore_panel import ExplorePanel
 from simclr_studio.gui.preferences import Preferences, PreferencesDialog
+from simclr_studio.gui.theme import apply_theme
 from simclr_studio.gui.train_panel import TrainPanel
 from simclr_studio.gui.workers import ScanJob
 from simclr_studio.run_folder import RunFolder
+from simclr_studio.session.train import TrainError, TrainSession
 
 MAX_RECENT = 8
-
-
-def is_run_folder(path: Path) -> bool:
-    return RunFolder(path).is_run()
 
 
 class MainWindow(QMainWindow):
@@ -38,11 +36,12 @@ class MainWindow(QMainWindow):
 
         self.data_panel = DataPanel()
         self.augment_panel = AugmentPanel()
-        self.train_panel = TrainPanel(runs_root)
+        self.train_session = TrainSession()
+        self.train_panel = TrainPanel(self.train_session, runs_root)
         self.train_panel.augment_source = self.augment_panel.augment_config
         self.train_panel.augment_config_loaded.connect(self.augment_panel.set_augment_config)
         self.train_panel.augment_suggested.connect(self.augment_panel.set_suggested)
-        self.train_panel.image_size.valueChanged.connect(self.augment_panel.set_image_size)
+        self.train_panel.form.image_size.valueChanged.connect(self.augment_panel.set_image_size)
         self.train_panel.run_state_changed.connect(self._on_run_state)
         self.train_panel.settings_locked.connect(self.augment_panel.set_locked)
         self.data_panel.open_folder_requested.connect(self.choose_folder)
@@ -108,8 +107,6 @@ class MainWindow(QMainWindow):
         help_menu.addAction(about)
 
     def set_theme(self, name: str) -> None:
-        from simclr_studio.gui.app import apply_theme
-
         self.settings.setValue("theme", name)
         apply_theme(name)
         self.train_panel.apply_theme(name == "dark")
@@ -139,7 +136,7 @@ class MainWindow(QMainWindow):
 
         from simclr_studio.device import available_devices, describe, resolve_device
 
-        device = self.train_panel.device.currentData()
+        device = self.train_panel.form.device.currentData()
         in_use = describe(resolve_device(device[0])) if device else describe(resolve_device("auto"))
         if device and device[1] > 1:
             in_use = f"{device[1]} GPUs (torchrun)"
@@ -191,13 +188,13 @@ class MainWindow(QMainWindow):
         if not path.is_dir():
             self.statusBar().showMessage(f"Not a folder: {path}")  # what is open stays open
             return
-        if is_run_folder(path):
+        if RunFolder(path).is_run():
             self.open_run(path)
         else:
             self.open_folder(path)
 
     def open_folder(self, folder: Path) -> None:
-        if self.train_panel.is_running():
+        if self.train_session.is_running():
             self.statusBar().showMessage("A run is training: stop it before opening another folder.")
             return
         self.data_panel.show_scanning(str(folder))
@@ -234,7 +231,7 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"No images found in {scan.root}")
             return
         self.train_panel.set_data(scan.root, len(scan), *facts)
-        self.augment_panel.set_image_size(self.train_panel.image_size.value())
+        self.augment_panel.set_image_size(self.train_panel.form.image_size.value())
         self.augment_panel.set_images(scan.paths)
         message = f"{len(scan):,} images"
         if scan.labeled:
@@ -249,30 +246,33 @@ class MainWindow(QMainWindow):
         QMessageBox.warning(self, "Cannot open folder", message)
 
     def open_run(self, run_dir: Path) -> None:
-        from simclr_studio.config import ConfigError
-
         if self.scan_job is not None:
             self.scan_job.cancel()  # a folder scan finishing later must not reset the opened run
         try:
             state = self.train_panel.open_run(run_dir)
-        except (ConfigError, RuntimeError, OSError) as exc:
+        except TrainError as exc:
             self.statusBar().showMessage(f"Cannot open run {run_dir}: {exc}")
             return
         self._remember(str(run_dir))
         self.tabs.setCurrentWidget(self.train_panel)
-        data_dir = self.train_panel.data_dir
+        data_dir = self.train_session.data_dir
         if data_dir and Path(data_dir).is_dir():
             self.open_data_for_run(Path(data_dir))
-        self.statusBar().showMessage({"live": "Following a live run",
-                                      "resumable": "Run opened: press Resume to continue",
-                                      "finished": "Run opened"}[state] + f" · {run_dir}")
+        if state == "live":
+            message = "Following a live run"
+        elif self.train_session.can_resume():
+            message = "Run opened: Resume training continues it from its last checkpoint"
+        else:
+            message = "Run opened"
+        self.statusBar().showMessage(f"{message} · {run_dir}")
 
     def open_data_for_run(self, folder: Path) -> None:
         """Show the run's images without resetting the opened run's settings."""
         job = self._new_scan_job(folder)
         job.finished.connect(lambda scan: (setattr(self, "scan", scan), self.data_panel.show_scan(scan),
                                            self.augment_panel.set_images(scan.paths),
-                                           self.augment_panel.set_image_size(self.train_panel.image_size.value())))
+                                           self.augment_panel.set_image_size(
+                                               self.train_panel.form.image_size.value())))
         job.failed.connect(lambda message: self.statusBar().showMessage(f"Cannot read the run's images: {message}"))
         job.start()
 
@@ -315,7 +315,7 @@ class MainWindow(QMainWindow):
             self.tabs.setCurrentWidget(self.train_panel)
 
     def closeEvent(self, event) -> None:
-        if self.train_panel.is_running():
+        if self.train_session.is_running():
             answer = QMessageBox.question(
                 self, "Training in progress",
                 "A run is training. Stop it (a checkpoint is saved so it can be resumed) and quit?",

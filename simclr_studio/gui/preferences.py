@@ -21,7 +21,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-THEMES = ("light", "dark")
+from simclr_studio.gui.theme import THEMES
+
 DEFAULT_THUMBNAILS = 4000
 
 

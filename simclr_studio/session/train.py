@@ -208,8 +208,8 @@ class TrainSession:
             self._paused = False
 
     def stop(self) -> None:
-        """Ask the run to save a checkpoint and end (it ends in a later poll)."""
-        if self._child is not None:
+        """Ask the run to save a checkpoint and end (it ends in a later poll); asking again does nothing."""
+        if self._child is not None and not self._stopping:
             self._child.stop()
             self._stopping = True
 

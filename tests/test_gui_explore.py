@@ -46,26 +46,29 @@ def explorer(qtbot, tmp_path, monkeypatch, trained):
     panel = win.explore_panel
     assert panel.checkpoint.count() >= 1 and panel.embed_button.isEnabled()
     panel.embed()
-    qtbot.waitUntil(lambda: panel.emb is not None and not panel.jobs, timeout=60_000)
+    qtbot.waitUntil(lambda: panel.session.embedded is not None and not panel.jobs, timeout=60_000)
     yield win, panel
     panel.cancel()
 
 
 def test_embedding_fills_the_scatter(explorer):
     win, panel = explorer
-    assert len(panel.emb) == 24 and panel.map.point_count() == 24
-    assert set(panel.emb.maps) >= {"pca", "tsne"}  # t-SNE replaced the PCA preview
+    emb = panel.session.embeddings
+    assert len(emb) == 24 and panel.map.point_count() == 24
+    assert set(emb.maps) >= {"pca", "tsne"}  # t-SNE replaced the PCA preview
     assert panel.map_name == "tsne"
-    np.testing.assert_array_equal(panel.map.coords, panel.emb.maps["tsne"])
+    np.testing.assert_array_equal(panel.map.coords, emb.maps["tsne"])
     # Coloured by folder label, one legend entry per class.
     assert sorted(item.name() for item in panel.map.groups) == ["class_0", "class_1", "class_2"]
     # Quality: the checkpoint, a random encoder and raw pixels were all measured.
-    assert panel.quality is not None
+    quality, table = panel.session.quality, panel.quality_table
+    assert quality is not None
     for key in ("trained", "random", "raw"):
-        assert 0.0 <= panel.quality[key].knn_accuracy <= 1.0 and 0.0 <= panel.quality[key].linear_accuracy <= 1.0
-        assert panel.quality_labels[(key, "knn")].text() == f"{panel.quality[key].knn_accuracy:.3f}"
-        assert panel.quality_labels[(key, "linear")].text() == f"{panel.quality[key].linear_accuracy:.3f}"
-    assert "k=23, same as the Train tab" in panel.quality_note.text()  # 24 images: k = min(200, 24 - 1)
+        scores = quality.row(key)
+        assert 0.0 <= scores.knn_accuracy <= 1.0 and 0.0 <= scores.linear_accuracy <= 1.0
+        assert table.labels[(key, "knn")].text() == f"{scores.knn_accuracy:.3f}"
+        assert table.labels[(key, "linear")].text() == f"{scores.linear_accuracy:.3f}"
+    assert "k=23, same as the Train tab" in table.note.text()  # 24 images: k = min(200, 24 - 1)
     assert win.export_action.isEnabled()
 
 
@@ -75,15 +78,16 @@ def test_quality_uses_the_train_tabs_knn_protocol(explorer):
     from simclr_studio.evaluate import knn_sample, leave_one_out_knn, raw_pixel_features
 
     win, panel = explorer
-    emb, classes = panel.emb, len(panel.emb.classes)
+    emb, quality = panel.session.embeddings, panel.session.quality
+    classes = len(emb.classes)
     sample = knn_sample(emb.labels)
     knn, k = leave_one_out_knn(emb.features[sample], emb.labels[sample], classes)
-    assert (panel.quality["trained"].knn_accuracy, panel.quality["trained"].k) == (pytest.approx(knn), k)
-    images, failed = decode_all([emb.paths[i] for i in sample], panel.run.config.image_size)
+    assert (quality.trained.knn_accuracy, quality.trained.k) == (pytest.approx(knn), k)
+    images, failed = decode_all([emb.paths[i] for i in sample], panel.session.trained.config.image_size)
     assert not failed
     raw, _ = leave_one_out_knn(raw_pixel_features(images), emb.labels[sample], classes)
-    assert panel.quality["raw"].knn_accuracy == pytest.approx(raw)
-    assert panel.quality["n"] == len(sample) == 24
+    assert quality.raw.knn_accuracy == pytest.approx(raw)
+    assert quality.n == len(sample) == 24
 
 
 def test_raw_pixels_are_reduced_as_the_trainers_baseline(trained, tmp_path):
@@ -112,23 +116,25 @@ def test_clicking_a_point_lists_its_true_neighbours(explorer, qtbot):
     with qtbot.waitSignal(panel.map.point_clicked, timeout=2000) as clicked:
         panel.map.view.clicked.emit(float(x), float(y))
     assert clicked.args == [row]
-    feats = panel.emb.features / np.linalg.norm(panel.emb.features, axis=1, keepdims=True)
+    emb = panel.session.embeddings
+    shown = list(panel.session.results.rows)
+    feats = emb.features / np.linalg.norm(emb.features, axis=1, keepdims=True)
     sims = feats @ feats[row]
     sims[row] = -np.inf
-    expected = sorted(range(len(sims)), key=lambda i: (-sims[i], i))[:len(panel.result_rows)]
+    expected = sorted(range(len(sims)), key=lambda i: (-sims[i], i))[:len(shown)]
     # The true neighbours in order; rows whose similarities tie within float32 rounding may swap.
-    np.testing.assert_allclose(sims[panel.result_rows], sims[expected], atol=1e-5)
-    assert len(set(panel.result_rows)) == len(expected) and row not in panel.result_rows
-    expected = panel.result_rows
+    np.testing.assert_allclose(sims[shown], sims[expected], atol=1e-5)
+    assert len(set(shown)) == len(expected) and row not in shown
+    expected = shown
     assert panel.results_model.rowCount() == len(expected)
     caption = panel.results_model.labels[0]
-    assert f"{sims[expected[0]]:.3f}" in caption and panel.emb.classes[panel.emb.labels[expected[0]]] in caption
+    assert f"{sims[expected[0]]:.3f}" in caption and emb.classes[emb.labels[expected[0]]] in caption
     # The focused point and its neighbours are marked on the map.
     np.testing.assert_allclose(panel.map.focus_item.getData()[0], [x])
     assert len(panel.map.neighbour_item.getData()[0]) == len(expected)
-    # Clicking a neighbour moves the selection to it.
-    panel._result_clicked(0)
-    assert panel.focus == expected[0]
+    # Clicking a neighbour moves the focus to it.
+    panel.results.activated.emit(0)
+    assert panel.session.focus == expected[0]
     np.testing.assert_allclose(panel.map.focus_item.getData()[0], [panel.map.coords[expected[0], 0]])
 
 
@@ -142,7 +148,7 @@ def test_empty_space_click_and_nearest_point(explorer):
 
 def test_dropping_an_outside_image_finds_its_duplicate(explorer, qtbot, tmp_path):
     win, panel = explorer
-    source = Path(panel.emb.paths[9])
+    source = Path(panel.session.embeddings.paths[9])
     outside = tmp_path / "elsewhere" / "query.png"
     outside.parent.mkdir()
     shutil.copyfile(source, outside)
@@ -151,10 +157,10 @@ def test_dropping_an_outside_image_finds_its_duplicate(explorer, qtbot, tmp_path
     event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
                        Qt.KeyboardModifier.NoModifier)
     panel.dropEvent(event)
-    qtbot.waitUntil(lambda: panel.results_title.text().startswith("<b>Search"), timeout=20_000)
-    assert panel.result_rows[0] == 9
+    qtbot.waitUntil(lambda: panel.results.title.text().startswith("<b>Search"), timeout=20_000)
+    assert panel.session.results.rows[0] == 9
     assert panel.results_model.labels[0].startswith("1.000")
-    assert len(panel.map.neighbour_item.getData()[0]) == len(panel.result_rows)
+    assert len(panel.map.neighbour_item.getData()[0]) == len(panel.session.results.rows)
 
 
 def test_rectangle_selection_shows_the_images_inside(explorer):
@@ -164,8 +170,8 @@ def test_rectangle_selection_shows_the_images_inside(explorer):
     x1, y1 = np.percentile(coords, 75, axis=0)
     panel.map.view.rect_selected.emit(float(x0), float(y0), float(x1), float(y1))
     inside = [i for i, (x, y) in enumerate(coords) if x0 <= x <= x1 and y0 <= y <= y1]
-    assert inside and panel.result_rows == inside
-    assert panel.results_title.text().startswith("<b>Selection")
+    assert inside and list(panel.session.results.rows) == inside == list(panel.session.selection)
+    assert panel.results.title.text().startswith("<b>Selection")
     assert len(panel.map.selection_item.getData()[0]) == len(inside)
 
 
@@ -193,8 +199,8 @@ def test_export_writes_loadable_files(explorer, qtbot, tmp_path):
     assert set(load_file(next(p for p in dialog.written if p.suffix == ".safetensors"))) == set(state)
     npz = next(p for p in dialog.written if p.suffix == ".npz")
     with np.load(npz, allow_pickle=False) as z:
-        np.testing.assert_array_equal(z["features"], panel.emb.features)
-        np.testing.assert_array_equal(z["coords"], panel.emb.maps[panel.map_name])
+        np.testing.assert_array_equal(z["features"], panel.session.embeddings.features)
+        np.testing.assert_array_equal(z["coords"], panel.session.map(panel.map_name))
     csv_text = next(p for p in dialog.written if p.suffix == ".csv").read_text().splitlines()
     assert csv_text[0].startswith("path,label,class,x,y,f0") and len(csv_text) == 25
     from PySide6.QtGui import QImage
@@ -208,17 +214,18 @@ def test_embeddings_are_reused_when_the_tab_is_reopened(explorer, qtbot):
     win.tabs.setCurrentWidget(win.data_panel)
     panel.clear()
     win.show_explorer()  # the cache exists: loads without pressing Embed
-    qtbot.waitUntil(lambda: panel.emb is not None and not panel.jobs, timeout=20_000)
-    assert panel.from_cache and "(from cache)" in panel.state_label.text()
-    assert "tsne" in panel.emb.maps  # the map was cached too
+    qtbot.waitUntil(lambda: panel.session.embedded is not None and not panel.jobs, timeout=20_000)
+    assert panel.session.embedded.from_cache and "(from cache)" in panel.state_label.text()
+    assert panel.session.map("tsne") is not None  # the map was cached too
 
 
 def test_a_checkpoint_from_another_run_stays_chosen(explorer, qtbot, tmp_path):
     win, panel = explorer
     other = tmp_path / "other-run"
-    shutil.copytree(panel.run_dir, other, ignore=shutil.ignore_patterns("embeddings"))
+    shutil.copytree(panel.session.run_dir, other, ignore=shutil.ignore_patterns("embeddings"))
     panel.use_checkpoint(other / "checkpoints" / "last.pt")
-    assert panel.run_dir == other and panel.emb is None
+    assert panel.session.run_dir == other and panel.session.embedded is None
     win.tabs.setCurrentWidget(win.data_panel)
     win.show_explorer()  # coming back to the tab keeps the run the user picked
-    assert panel.run_dir == other and panel.checkpoint.currentData() == str(other / "checkpoints" / "last.pt")
+    assert panel.session.run_dir == other
+    assert panel.checkpoint.currentData() == str(other / "checkpoints" / "last.pt")

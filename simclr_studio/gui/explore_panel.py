@@ -1,18 +1,20 @@
 """Explore tab: embed a folder with a checkpoint, map it (PCA, then t-SNE), click through nearest
-neighbours, select regions, search by a dropped image, and compare against a random encoder."""
+neighbours, select regions, search by a dropped image, and compare against a random encoder.
+
+A view of an ``ExploreSession``: the session holds the state and does the work; this panel runs the
+slow operations through ``gui.workers``, applies their results to the session on the GUI thread and
+shows what the session holds.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, Signal
-from PySide6.QtGui import QPixmap
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
-    QGridLayout,
-    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -23,13 +25,13 @@ from PySide6.QtWidgets import (
 )
 
 from simclr_studio.data import IMAGE_EXTENSIONS, ScanResult
+from simclr_studio.gui.explore_results import FocusCard, QualityTable, ResultsList
 from simclr_studio.gui.map_view import MapView
-from simclr_studio.session.quality import ROWS as QUALITY_ROWS
-from simclr_studio.gui.thumbnails import ThumbnailModel, ThumbnailView, array_to_qimage
-from simclr_studio.gui.workers import ProgressJob, TaskRunner
+from simclr_studio.gui.workers import Job, Workers
+from simclr_studio.session.explore import Clusters, Embedded, ExploreSession, Measured, Projection, Results
 
-K_NEIGHBOURS = 12
-FOCUS_SIZE = 180
+MAPS = {"t-SNE": "tsne", "PCA": "pca"}
+BY_CLUSTER = 1  # the colour choice "k-means clusters"
 
 
 def dropped_image(mime) -> str | None:
@@ -41,32 +43,26 @@ def dropped_image(mime) -> str | None:
 
 
 class ExplorePanel(QWidget):
-    embeddings_ready = Signal(bool)  # True when a run and its embeddings are loaded (export possible)
+    embeddings_ready = Signal(bool)  # True when a checkpoint's embeddings are loaded (export possible)
 
-    def __init__(self, parent=None):
+    def __init__(self, parent: QWidget | None = None, session: ExploreSession | None = None):
         super().__init__(parent)
         self.setAcceptDrops(True)
-        self.run_dir: Path | None = None  # the run whose checkpoints are listed
-        self._train_run: Path | None = None  # the run the Train tab shows
-        self._chosen_run: Path | None = None  # a run picked through "Other checkpoint…"
-        self.scan: ScanResult | None = None
-        self.run = None  # TrainedModel of the embedded checkpoint
-        self.emb = None  # Embeddings
-        self.cache_file: Path | None = None
-        self.index = None  # NeighbourIndex
-        self.map_name = ""  # "pca" or "tsne": what the map shows
-        self.focus: int | None = None
-        self.result_rows: list[int] = []  # rows shown in the results grid
-        self.result_mode = ""  # what they are: "neighbours", "selection" or "search"
-        self.quality: dict | None = None
-        self.from_cache = False
-        self._summary = ""
-        self.jobs: dict[str, ProgressJob] = {}
-        self._map_jobs: dict[str, tuple] = {}  # name → (embeddings, job) of the latest t-SNE / k-means
-        self.tasks = TaskRunner(self)
-        self.tasks.result.connect(self._on_task)
+        self.session = session if session is not None else ExploreSession()
+        self.map_name = ""  # the map shown: "pca" or "tsne"
+        self.jobs = Workers(self)  # the slow work the progress bar shows, by name; Cancel stops it all
         self._build()
-        self._show_state("Train a run (or open a run folder), then embed its images here.")
+        self._show_state(self.session.prompt())
+
+    # The names the main window and the export dialog read.
+    @property
+    def run(self):
+        """The trained model whose embeddings are shown (None before embedding)."""
+        return self.session.trained
+
+    @property
+    def emb(self):
+        return self.session.embeddings
 
     # ---- layout -----------------------------------------------------------------------------
     def _build(self) -> None:
@@ -83,35 +79,25 @@ class ExplorePanel(QWidget):
         self.progress = QProgressBar()
         self.progress.setMaximumWidth(220)
         self.map_choice = QComboBox()
-        self.map_choice.addItems(["t-SNE", "PCA"])
+        self.map_choice.addItems(list(MAPS))
         self.map_choice.currentIndexChanged.connect(lambda _: self._show_map())
         self.colour_choice = QComboBox()
         self.colour_choice.addItems(["Folder label", "k-means clusters"])
         self.colour_choice.currentIndexChanged.connect(lambda _: self._show_map())
         bar = QHBoxLayout()
-        bar.addWidget(QLabel("Checkpoint"))
-        bar.addWidget(self.checkpoint)
-        bar.addWidget(other)
-        bar.addWidget(self.embed_button)
-        bar.addWidget(self.cancel_button)
-        bar.addWidget(self.progress)
+        for widget in (QLabel("Checkpoint"), self.checkpoint, other, self.embed_button, self.cancel_button,
+                       self.progress):
+            bar.addWidget(widget)
         bar.addSpacing(16)
-        bar.addWidget(QLabel("Map"))
-        bar.addWidget(self.map_choice)
-        bar.addWidget(QLabel("Colour"))
-        bar.addWidget(self.colour_choice)
+        for widget in (QLabel("Map"), self.map_choice, QLabel("Colour"), self.colour_choice):
+            bar.addWidget(widget)
         bar.addStretch()
         self.state_label = QLabel()
         self.state_label.setObjectName("muted")
 
         self.map = MapView()
         self.map.point_clicked.connect(self.select_point)
-        self.map.point_hovered.connect(self._on_hover)
         self.map.selection_made.connect(self.show_selection)
-        self.hover = QLabel(self.map)  # the hovered image, in the map's top-right corner
-        self.hover.setObjectName("hover")
-        self.hover.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.hover.hide()
         hint = QLabel("Click a point for its neighbours · Shift+drag: rectangle · Ctrl+drag: lasso · "
                       "wheel: zoom · drop an image file here to search")
         hint.setObjectName("muted")
@@ -122,46 +108,16 @@ class ExplorePanel(QWidget):
         ll.addWidget(self.map, 1)
         ll.addWidget(hint)
 
-        self.quality_box = QGroupBox("What training bought")
-        self.quality_grid = QGridLayout(self.quality_box)
-        self.quality_labels: dict[tuple[str, str], QLabel] = {}
-        for c, head in enumerate(["", "kNN", "Linear probe"]):
-            label = QLabel(f"<b>{head}</b>")
-            self.quality_grid.addWidget(label, 0, c)
-        for r, (key, name) in enumerate(QUALITY_ROWS, start=1):
-            self.quality_grid.addWidget(QLabel(name), r, 0)
-            for c, metric in enumerate(("knn", "linear"), start=1):
-                label = QLabel("–")
-                self.quality_labels[(key, metric)] = label
-                self.quality_grid.addWidget(label, r, c)
-        self.quality_note = QLabel()
-        self.quality_note.setObjectName("muted")
-        self.quality_note.setWordWrap(True)
-        self.quality_grid.addWidget(self.quality_note, len(QUALITY_ROWS) + 1, 0, 1, 3)
-
-        self.focus_image = QLabel()
-        self.focus_image.setFixedSize(FOCUS_SIZE, FOCUS_SIZE)
-        self.focus_image.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.focus_image.setObjectName("focus")
-        self.focus_caption = QLabel("Nothing selected")
-        self.focus_caption.setWordWrap(True)
-        self.focus_caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        focus_row = QHBoxLayout()
-        focus_row.addWidget(self.focus_image)
-        focus_row.addWidget(self.focus_caption, 1)
-        self.results_title = QLabel("<b>Neighbours</b>")
-        self.results_model = ThumbnailModel(self, cache_size=2000, captions=True)
-        self.results = ThumbnailView(caption_lines=2)
-        self.results.setModel(self.results_model)
-        self.results.setSelectionMode(ThumbnailView.SelectionMode.SingleSelection)
-        self.results.clicked.connect(lambda index: self._result_clicked(index.row()))
-
+        self.quality_table = QualityTable()
+        self.focus_card = FocusCard()
+        self.results = ResultsList()
+        self.results.activated.connect(self._result_activated)
+        self.results_model = self.results.model
         right = QWidget()
         rl = QVBoxLayout(right)
         rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(self.quality_box)
-        rl.addLayout(focus_row)
-        rl.addWidget(self.results_title)
+        rl.addWidget(self.quality_table)
+        rl.addWidget(self.focus_card)
         rl.addWidget(self.results, 1)
         right.setMinimumWidth(360)
 
@@ -182,114 +138,72 @@ class ExplorePanel(QWidget):
     # ---- sources ------------------------------------------------------------------------------
     def set_sources(self, run_dir: Path | None, scan: ScanResult | None) -> None:
         """The run whose checkpoints embed ``scan``'s images; called whenever the tab is shown."""
-        from simclr_studio.run_folder import RunFolder
-
-        if run_dir != self._train_run:  # the Train tab moved to another run: it wins again
-            self._train_run, self._chosen_run = run_dir, None
-        if self._chosen_run is not None:  # picked with "Other checkpoint…"
-            run_dir = self._chosen_run
-        scan_changed = scan is not self.scan and (scan is None or self.scan is None or scan.paths != self.scan.paths)
-        run_changed = run_dir != self.run_dir
-        self.scan, self.run_dir = scan, run_dir
-        self.checkpoint.blockSignals(True)  # refilled (new epochs add checkpoints) without losing the choice
-        current = self.checkpoint.currentData()
-        self.checkpoint.clear()
-        for path in (RunFolder(run_dir).checkpoints() if run_dir is not None else []):
-            self.checkpoint.addItem(path.name, str(path))
-        if current and self.checkpoint.findData(current) < 0 and Path(current).is_file() and not run_changed:
-            self.checkpoint.addItem(Path(current).name, current)
-        self.checkpoint.setCurrentIndex(max(self.checkpoint.findData(current), 0))
-        self.checkpoint.blockSignals(False)
-        if run_changed or scan_changed or (self.emb is not None and self.checkpoint.currentData() != current):
-            self.clear()
+        if self.session.set_sources(run_dir, scan):
+            self._reset_view()
+        self._show_checkpoints()
         self._refresh_state()
-        if self.emb is None and not self.jobs and self._cache_exists():
+        if self.session.embedded is None and not self.jobs and self.session.cached():
             self.embed()  # cached: reopening is instant
 
-    def _cache_exists(self) -> bool:
-        from simclr_studio.embeddings import cache_path
-        from simclr_studio.run_folder import RunFolder
-
-        if self.run_dir is None or self.scan is None or not self.checkpoint.currentData():
-            return False
-        try:
-            size = RunFolder(self.run_dir).load_config().image_size
-            return cache_path(self.run_dir, self.checkpoint.currentData(), size, self.scan.paths).is_file()
-        except (OSError, ValueError):
-            return False
-
-    def _refresh_state(self) -> None:
-        if self.emb is not None:
-            return
-        if self.run_dir is None:
-            self._show_state("Train a run (or open a run folder), then embed its images here.")
-        elif self.checkpoint.count() == 0:
-            self._show_state(f"{self.run_dir.name} has no checkpoint yet: train at least one epoch.")
-        elif self.scan is None or len(self.scan) == 0:
-            self._show_state("Open the image folder to explore (File ▸ Open Folder).")
-        else:
-            self._show_state(f"Press Embed to compute features of {len(self.scan):,} images with "
-                             f"{self.checkpoint.currentText()}.")
-        self.embed_button.setEnabled(self.checkpoint.count() > 0 and self.scan is not None and len(self.scan) > 0)
-
     def choose_checkpoint(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", str(self.run_dir or Path.home()),
+        path, _ = QFileDialog.getOpenFileName(self, "Open checkpoint", str(self.session.run_dir or Path.home()),
                                               "Checkpoints (*.pt)")
         if path:
             self.use_checkpoint(Path(path))
 
     def use_checkpoint(self, path: Path) -> None:
         """Any saved checkpoint: its run folder is the one above ``checkpoints/``."""
-        from simclr_studio.run_folder import RunFolder
-
-        run_dir = RunFolder.of_checkpoint(path).path
-        self._chosen_run = run_dir
-        self.set_sources(self._train_run, self.scan)
-        at = self.checkpoint.findData(str(path))
-        if at < 0:
-            self.checkpoint.addItem(path.name, str(path))
-            at = self.checkpoint.count() - 1
-        self.checkpoint.setCurrentIndex(at)
-
-    def _checkpoint_changed(self) -> None:
-        self.clear()
+        if self.session.use_checkpoint(path):
+            self._reset_view()
+        self._show_checkpoints()
         self._refresh_state()
 
+    def _show_checkpoints(self) -> None:
+        self.checkpoint.blockSignals(True)  # refilled (new epochs add checkpoints) without losing the choice
+        self.checkpoint.clear()
+        for path in self.session.checkpoints():
+            self.checkpoint.addItem(path.name, str(path))
+        self.checkpoint.setCurrentIndex(max(self.checkpoint.findData(str(self.session.sources.checkpoint)), 0))
+        self.checkpoint.blockSignals(False)
+
+    def _checkpoint_changed(self) -> None:
+        if self.session.set_checkpoint(self.checkpoint.currentData()):
+            self._reset_view()
+        self._refresh_state()
+
+    def _refresh_state(self) -> None:
+        if self.session.embedded is None:
+            self._show_state(self.session.prompt())
+            self.embed_button.setEnabled(self.session.can_embed())
+
     def clear(self) -> None:
-        for job in self.jobs.values():
-            job.cancel()
-        self.jobs.clear()
-        self.run = self.emb = self.index = self.cache_file = None
+        """Forget the embeddings (the sources stay)."""
+        self.session.clear()
+        self._reset_view()
+
+    def _reset_view(self) -> None:
+        self.jobs.cancel_all()
         self.map_name = ""
-        self.focus = None
-        self.quality = None
-        self.map.set_points(np.zeros((0, 2)), np.zeros(0, int), [])
-        self.results_model.set_images([])
-        self.result_rows, self.result_mode = [], ""
-        self.tasks.cancel("focus")
-        self.tasks.cancel("hover")
-        self.hover.hide()
-        self.focus_image.clear()
-        self.focus_caption.setText("Nothing selected")
-        for label in self.quality_labels.values():
-            label.setText("–")
-        self.quality_note.setText("")
+        self.map.set_points(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), [])
+        self.results.clear()
+        self.focus_card.clear()
+        self.quality_table.set_quality(None)
         self._set_busy(None)
         self.embeddings_ready.emit(False)
 
     # ---- background work ------------------------------------------------------------------------
-    def _start(self, name: str, fn, on_done, label: str) -> None:
-        old = self.jobs.pop(name, None)
-        if old is not None:
-            old.cancel()
-        job = ProgressJob(fn, name, self)
-        job.progress.connect(lambda done, total: self._on_progress(done, total))
-        job.finished.connect(lambda result: (self.jobs.pop(name, None), on_done(result), self._set_busy(None)))
-        job.failed.connect(lambda message: (self.jobs.pop(name, None), self._set_busy(None),
-                                            self._show_state(f"{label} failed: {message}", error=True)))
-        self.jobs[name] = job
-        self._set_busy(label)
-        job.start()
+    def _start(self, name: str, fn: Job, on_result, label: str, quiet: bool = False) -> None:
+        """Run ``fn`` in the background (replacing a call of the same name); ``label`` says what it does."""
+        def done(result) -> None:
+            self._set_busy(None)
+            on_result(result)
+
+        def failed(message: str) -> None:
+            self._set_busy(None)
+            self._show_state(f"{label} failed: {message}", error=True)
+
+        self.jobs.start(name, fn, on_result=done, on_error=failed, on_progress=self._on_progress)
+        self._set_busy(None if quiet else label)
 
     def _set_busy(self, label: str | None) -> None:
         busy = bool(self.jobs)
@@ -298,8 +212,8 @@ class ExplorePanel(QWidget):
         if label:
             self.progress.setRange(0, 0)  # busy until the first progress report
             self._show_state(label + "…")
-        elif not busy and self.emb is not None:
-            self._show_state(self._summary)  # back to what is shown once the background work is done
+        elif not busy and self.session.embedded is not None:
+            self._show_state(self.session.prompt())  # back to the summary once the background work is done
 
     def _on_progress(self, done: int, total: int) -> None:
         if total:
@@ -307,9 +221,7 @@ class ExplorePanel(QWidget):
             self.progress.setValue(done)
 
     def cancel(self) -> None:
-        for job in self.jobs.values():
-            job.cancel()
-        self.jobs.clear()
+        self.jobs.cancel_all()
         self._set_busy(None)
         self._show_state("Cancelled")
 
@@ -319,251 +231,142 @@ class ExplorePanel(QWidget):
         self.state_label.style().unpolish(self.state_label)
         self.state_label.style().polish(self.state_label)
 
-    # ---- embedding --------------------------------------------------------------------------
+    # ---- embedding, maps, quality ---------------------------------------------------------------
     def embed(self) -> None:
-        from simclr_studio.device import available_devices
-        from simclr_studio.embeddings import embed_cached
-        from simclr_studio.projection import pca_2d
-        from simclr_studio.trained import load_trained
-
-        if self.run_dir is None or self.scan is None or self.checkpoint.count() == 0:
+        if not self.session.can_embed():
             self._refresh_state()
             return
-        checkpoint, scan, run_dir = self.checkpoint.currentData(), self.scan, self.run_dir
-        device = available_devices()[0]
+        count = len(self.session.sources.scan)
         self.clear()
+        self._start("embed", self.session.embed, self._on_embedded, f"Embedding {count:,} images")
 
-        def work(progress, should_stop):
-            run = load_trained(run_dir, checkpoint)
-            emb, path, cached = embed_cached(run, scan, device, progress=progress, should_stop=should_stop)
-            if len(emb) == 0:
-                raise ValueError("no image of the folder could be decoded")
-            if "pca" not in emb.maps:
-                emb.maps["pca"] = pca_2d(emb.features)
-            return run, emb, path, cached
-
-        self._start("embed", work, self._on_embedded, f"Embedding {len(scan):,} images")
-
-    def _on_embedded(self, result) -> None:
-        from simclr_studio.neighbours import NeighbourIndex
-
-        self.run, self.emb, self.cache_file, cached = result
-        self.index = NeighbourIndex(self.emb.features)
+    def _on_embedded(self, embedded: Embedded) -> None:
+        if not self.session.apply_embedded(embedded):
+            return
+        labeled = embedded.embeddings.labeled
+        self.colour_choice.blockSignals(True)
         self.colour_choice.setEnabled(True)
-        if not self.emb.labeled:
-            self.colour_choice.setCurrentIndex(1)
+        if not labeled:
+            self.colour_choice.setCurrentIndex(BY_CLUSTER)
+        self.colour_choice.blockSignals(False)
         self._show_map()
-        self.from_cache = cached
-        skipped = f", {len(self.emb.skipped)} could not be decoded" if self.emb.skipped else ""
-        self._summary = (f"{len(self.emb):,} images · {self.emb.features.shape[1]} features · "
-                         f"{Path(self.emb.checkpoint).name}" + (" (from cache)" if cached else "") + skipped)
-        self._show_state(self._summary)
+        self._show_state(self.session.prompt())
         self.embeddings_ready.emit(True)
-        if self.emb.labeled:
+        if labeled:
             self.compute_quality()
 
     def _show_map(self) -> None:
         """Show the chosen map, computing t-SNE (or the k-means colours) in the background first."""
-        if self.emb is None:
+        emb = self.session.embeddings
+        if emb is None:
             return
-        want = "tsne" if self.map_choice.currentText() == "t-SNE" else "pca"
-        if want not in self.emb.maps:
-            self._compute_tsne()
+        want = MAPS[self.map_choice.currentText()]
+        if self.session.map(want) is None:
+            self._compute_map(want)
             want = "pca"  # PCA at once; t-SNE replaces it when ready
-        by_cluster = self.colour_choice.currentIndex() == 1 or not self.emb.labeled
-        if by_cluster and "clusters" not in self.emb.maps:
-            self._compute_clusters()
-            by_cluster = False
-        if by_cluster:
-            groups = self.emb.maps["clusters"][:, 0].astype(np.int64)
-            names = [f"cluster {i + 1}" for i in range(int(groups.max()) + 1)] if len(groups) else []
-        elif self.emb.labeled:
-            names = list(self.emb.classes)
-            groups = self.emb.labels.copy()
-            if (groups < 0).any():  # images beside the class folders: drawn too, as their own group
-                groups[groups < 0] = len(names)
-                names.append("unlabeled")
-        else:
-            groups, names = np.zeros(len(self.emb), np.int64), ["images"]
+        by_cluster = self.colour_choice.currentIndex() == BY_CLUSTER or not emb.labeled
+        if by_cluster and self.session.cluster_labels() is None:
+            self._compute_clusters()  # coloured by folder (or not at all) meanwhile
+        groups, names = self.session.groups(by_cluster)
         self.map_name = want
-        self.map.set_points(self.emb.maps[want], groups, names)
+        self.map.set_points(self.session.map(want), groups, names, emb.paths)
         self._mark()
 
-    def _map_job_running(self, name: str) -> bool:
-        """t-SNE and k-means cannot be interrupted: while one runs for these embeddings (even after
-        Cancel), it is not started again; its result is kept in the embeddings when it lands."""
-        job = self._map_jobs.get(name)
-        return name in self.jobs or (job is not None and job[0] is self.emb and job[1].is_running())
-
-    def _compute_tsne(self) -> None:
-        from simclr_studio.embeddings import save
-        from simclr_studio.projection import tsne_2d
-
-        if self._map_job_running("tsne"):
+    def _compute_map(self, kind: str) -> None:
+        if kind in self.jobs:  # t-SNE cannot be interrupted: never started twice for the same embeddings
             return
-        emb, path = self.emb, self.cache_file
+        self._start(kind, lambda progress, should_stop: self.session.projection(kind), self._on_map,
+                    f"t-SNE of {len(self.session.embeddings):,} points (PCA shown meanwhile)")
 
-        def work(progress, should_stop):
-            coords = tsne_2d(emb.features)
-            emb.maps["tsne"] = coords
-            if path is not None:
-                save(emb, path)  # next time the map is instant
-            return coords
-
-        self._start("tsne", work, lambda _: self._show_map() if self.emb is emb else None,
-                    f"t-SNE of {len(emb):,} points (PCA shown meanwhile)")
-        self._map_jobs["tsne"] = (emb, self.jobs["tsne"])
+    def _on_map(self, projection: Projection) -> None:
+        if self.session.apply_projection(projection):
+            self._save()
+            self._show_map()
 
     def _compute_clusters(self) -> None:
-        from simclr_studio.embeddings import save
-        from simclr_studio.projection import kmeans_labels
-
-        if self._map_job_running("clusters"):
+        if "clusters" in self.jobs:
             return
-        emb, path = self.emb, self.cache_file
-        k = len(emb.classes) if emb.labeled else 10
-
-        def work(progress, should_stop):
-            # Stored as an [N, 2] map so it shares the cache file (second column unused).
-            clusters = kmeans_labels(emb.features, k)
-            emb.maps["clusters"] = np.stack([clusters, clusters], 1).astype(np.float32)
-            if path is not None:
-                save(emb, path)
-            return clusters
-
-        self._start("clusters", work, lambda _: self._show_map() if self.emb is emb else None,
+        k = self.session.cluster_count()
+        self._start("clusters", lambda progress, should_stop: self.session.clusters(k), self._on_clusters,
                     f"k-means ({k} clusters)")
-        self._map_jobs["clusters"] = (emb, self.jobs["clusters"])
 
-    # ---- quality --------------------------------------------------------------------------------
+    def _on_clusters(self, clusters: Clusters) -> None:
+        if self.session.apply_clusters(clusters):
+            self._save()
+            self._show_map()
+
+    def _save(self) -> None:
+        """The session writes its cache file (next time the maps are instant)."""
+        self._start("save", lambda progress, should_stop: self.session.save(), lambda _: None,
+                    "Saving the maps", quiet=True)
+
     def compute_quality(self) -> None:
-        from simclr_studio.device import available_devices
-        from simclr_studio.session.quality import measure_quality
-
-        emb, run, scan = self.emb, self.run, self.scan
-        if emb is None or not emb.labeled or scan is None:
+        emb = self.session.embeddings
+        if emb is None or not emb.labeled:
             return
-        device = available_devices()[0]
-        self._start("quality", lambda progress, should_stop: measure_quality(emb, run, scan, device, progress,
-                                                                             should_stop),
-                    self._on_quality, "Measuring kNN and linear-probe accuracy")
+        self._start("quality", self.session.measure_quality, self._on_quality,
+                    "Measuring kNN and linear-probe accuracy")
 
-    def _on_quality(self, result: dict) -> None:
-        self.quality = result
-        for key, _ in QUALITY_ROWS:
-            for metric in ("knn", "linear"):
-                value = getattr(result.row(key), f"{metric}_accuracy")
-                self.quality_labels[(key, metric)].setText("–" if value is None else f"{value:.3f}")
-        n, total = result.n, result.total
-        sample = f"a class-balanced sample of {n:,} of {total:,}" if n < total else f"{n:,}"
-        gain = result.gain
-        self.quality_note.setText(
-            f"On {sample} labeled images. kNN: leave-one-out, k={result.trained.k}, same as the Train tab. "
-            f"Linear probe: top-1 on a held-out 20 %. The checkpoint's kNN is {gain:+.3f} over the better of "
-            "the random encoder and raw pixels.")
+    def _on_quality(self, measured: Measured) -> None:
+        if self.session.apply_quality(measured):
+            self.quality_table.set_quality(self.session.quality)
 
     # ---- neighbours, selection, search --------------------------------------------------------
     def select_point(self, row: int) -> None:
         """Focus one image: show it large with its nearest neighbours in feature space."""
-        if self.index is None or row < 0 or row >= len(self.emb):
+        emb = self.session.embeddings
+        if emb is None or not 0 <= row < len(emb):
             return
-        self.focus = row
-        found = self.index.query_row(row, K_NEIGHBOURS)
-        self._show_results("neighbours", f"<b>{K_NEIGHBOURS} nearest neighbours</b> (cosine similarity of features)",
-                           list(found.indices), [f"{s:.3f}" for s in found.similarities])
-        self._show_focus(self.emb.paths[row], self._label_of(row))
-        self._mark()
-
-    def _label_of(self, row: int) -> str:
-        label = int(self.emb.labels[row])
-        return self.emb.classes[label] if 0 <= label < len(self.emb.classes) else ""
-
-    def _show_results(self, mode: str, title: str, rows: list[int], scores: list[str]) -> None:
-        self.result_mode = mode
-        self.result_rows = [int(r) for r in rows]
-        self.results_title.setText(title)
-        captions = [" · ".join(t for t in (s, self._label_of(r)) if t) for r, s in zip(self.result_rows, scores, strict=True)]
-        self.results_model.set_images([self.emb.paths[r] for r in self.result_rows], captions)
-
-    def _show_focus(self, path: str, caption: str) -> None:
-        self.focus_caption.setText(f"<b>{Path(path).name}</b><br>{caption}<br><small>{path}</small>")
-        self.focus_image.setPixmap(QPixmap())
-        self.tasks.submit("focus", lambda: self._load_image(path, FOCUS_SIZE))
-
-    def _mark(self) -> None:
-        """Highlight on the map what the results grid shows: neighbours (and their image) or a selection."""
-        rows = self.result_rows
-        self.map.mark(self.focus, rows if self.result_mode in ("neighbours", "search") else [],
-                      rows if self.result_mode == "selection" else [])
-
-    def _result_clicked(self, i: int) -> None:
-        if 0 <= i < len(self.result_rows):
-            self.select_point(self.result_rows[i])  # the selection moves; the map highlights it
+        results = self.session.neighbours(row)
+        if self.session.show(results):
+            self._show_results(results)
 
     def show_selection(self, rows) -> None:
-        if self.emb is None:
+        if self.session.embedded is None:
             return
-        rows = list(np.asarray(rows, dtype=np.int64))
-        self.focus = None
-        self._show_results("selection", f"<b>Selection</b>: {len(rows):,} images", rows, [""] * len(rows))
-        self._mark()
+        self.session.select(rows)
+        self._show_results(self.session.results)
 
     def search_image(self, path: str) -> None:
         """Embed any image file and show its neighbours in the folder (marked on the map)."""
-        from simclr_studio.data import decode_image, to_chw_tensor
-        from simclr_studio.evaluate import extract_features
-
-        if self.run is None or self.index is None:
+        if self.session.embedded is None:
             self._show_state("Embed the folder first, then drop an image to search it.", error=True)
             return
-        run, index = self.run, self.index
+        self._start("search", lambda progress, should_stop: self.session.search(path), self._on_search,
+                    f"Embedding {Path(path).name}")
 
-        def work(progress, should_stop):
-            image = to_chw_tensor(decode_image(path, run.config.image_size))[None]
-            device = next(run.model.backbone.parameters()).device
-            feature = extract_features(run.model.backbone, [image], device)[0]
-            return index.query_vector(feature, K_NEIGHBOURS)
+    def _on_search(self, results: Results) -> None:
+        if self.session.show(results):
+            self._show_results(results)
+            self._show_state(f"Searched with {results.query}")
 
-        def done(found) -> None:
-            if index is not self.index:
-                return
-            self.focus = None
-            self._show_results("search", f"<b>Search</b>: {Path(path).name}", list(found.indices),
-                               [f"{s:.3f}" for s in found.similarities])
-            self._show_focus(path, "dropped image (not part of the map)")
-            self._mark()
-            self._show_state(f"Searched with {path}")
+    def _show_results(self, results: Results) -> None:
+        rows = list(results.rows)
+        if results.kind == "neighbours":
+            title = f"<b>{len(rows)} nearest neighbours</b> (cosine similarity of features)"
+        elif results.kind == "search":
+            title = f"<b>Search</b>: {Path(results.query or '').name}"
+        else:
+            title = f"<b>Selection</b>: {len(rows):,} images"
+        self.results.set_results(title, self.session.paths(rows), self.session.captions(results))
+        if results.focus is not None:
+            self.focus_card.set_image(self.session.paths([results.focus])[0], self.session.label_of(results.focus))
+        elif results.query is not None:
+            self.focus_card.set_image(results.query, "dropped image (not part of the map)")
+        self._mark()
 
-        self._start("search", work, done, f"Embedding {Path(path).name}")
+    def _mark(self) -> None:
+        """Highlight on the map what the results list shows: neighbours (and their image) or a selection."""
+        results = self.session.results
+        rows = list(results.rows) if results is not None else []
+        kind = results.kind if results is not None else ""
+        self.map.mark(self.session.focus, rows if kind in ("neighbours", "search") else [],
+                      rows if kind == "selection" else [])
 
-    def _on_hover(self, row: int) -> None:
-        if row < 0 or self.emb is None:
-            self.tasks.cancel("hover")  # a thumbnail still loading must not pop up after the mouse left
-            self.hover.hide()
-            return
-        path, label = self.emb.paths[row], self._label_of(row)
-        self.hover.setToolTip(path)
-        self.tasks.submit("hover", lambda: (self._load_image(path, 112), label))
-
-    @staticmethod
-    def _load_image(path: str, size: int):
-        """Decoded on a pool thread; a QImage may cross threads (a QPixmap may not)."""
-        from simclr_studio.data import decode_image
-
-        return array_to_qimage(decode_image(path, size))
-
-    def _on_task(self, name: str, result, error) -> None:
-        if error is not None:
-            return  # an unreadable image just shows nothing
-        if name == "focus":
-            self.focus_image.setPixmap(QPixmap.fromImage(result))
-        elif name == "hover":
-            image, label = result
-            self.hover.setPixmap(QPixmap.fromImage(image))
-            self.hover.setFixedSize(QSize(image.width() + 8, image.height() + 8))
-            self.hover.move(self.map.width() - self.hover.width() - 8, 8)
-            self.hover.show()
-            self.hover.raise_()
+    def _result_activated(self, i: int) -> None:
+        results = self.session.results
+        if results is not None and 0 <= i < len(results.rows):
+            self.select_point(results.rows[i])  # the focus moves; the map highlights it
 
     # ---- drag and drop ------------------------------------------------------------------------
     def dragEnterEvent(self, event) -> None:

@@ -1,18 +1,25 @@
 """The feature map: a pyqtgraph scatter (one item per class, so 50,000 points stay fast), with
-click, hover, rectangle (Shift+drag) and lasso (Ctrl+drag) selection in view coordinates."""
+click, hover (the hovered image shows in a corner), rectangle (Shift+drag) and lasso (Ctrl+drag)
+selection in view coordinates."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtGui import QPainterPath
-from PySide6.QtWidgets import QGraphicsPathItem
+from PySide6.QtCore import QPointF, QSize, Qt, QThreadPool, Signal
+from PySide6.QtGui import QImage, QPainterPath, QPixmap
+from PySide6.QtWidgets import QGraphicsPathItem, QLabel
+
+from simclr_studio.gui.thumbnails import load_qimage
+from simclr_studio.gui.workers import Workers, plain
 
 # Ten well-separated colours (the usual categorical palette); more classes get evenly spaced hues.
 PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 PICK_RADIUS_PX = 8
+HOVER_SIZE = 112  # the hovered image, in the map's top-right corner
 
 
 def class_colour(i: int, n: int) -> tuple[int, int, int]:
@@ -84,7 +91,7 @@ class SelectViewBox(pg.ViewBox):
 
 class MapView(pg.PlotWidget):
     """Scatter of 2-D coordinates coloured by group, with highlight layers for the focused point,
-    its neighbours and a selection."""
+    its neighbours and a selection. Given the points' image files, it shows the hovered one."""
 
     point_clicked = Signal(int)  # row, or -1 for a click on empty space
     point_hovered = Signal(int)  # row under the cursor, or -1
@@ -111,6 +118,13 @@ class MapView(pg.PlotWidget):
         self.view.lasso_selected.connect(self._on_lasso)
         self.scene().sigMouseMoved.connect(self._on_move)
         self._hovered = -1
+        self.paths: list[str] = []
+        self.hover = QLabel(self)
+        self.hover.setObjectName("hover")
+        self.hover.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.hover.hide()
+        self._loads = Workers(self, QThreadPool.globalInstance())
+        self.point_hovered.connect(self._preview)
 
     def apply_theme(self, dark: bool) -> None:
         self.setBackground("#1e1f22" if dark else "w")
@@ -118,8 +132,12 @@ class MapView(pg.PlotWidget):
         self.selection_item.setPen(pg.mkPen(ink, width=1))
         self.view.outline_pen(pg.mkPen(ink, width=1, style=Qt.PenStyle.DashLine))
 
-    def set_points(self, coords: np.ndarray, groups: np.ndarray, names: list[str]) -> None:
-        """coords [N, 2]; groups [N] ints indexing ``names`` (colour and legend entry per group)."""
+    def set_points(self, coords: np.ndarray, groups: np.ndarray, names: list[str], paths: Sequence[str] = ()) -> None:
+        """coords [N, 2]; groups [N] ints indexing ``names`` (colour and legend entry per group);
+        ``paths``: the image file of each point, shown on hover."""
+        self.paths = list(paths)
+        self._hovered = -1
+        self._preview(-1)
         for item in self.groups:
             self.plotItem.removeItem(item)
         self.legend.clear()
@@ -173,6 +191,22 @@ class MapView(pg.PlotWidget):
         if row != self._hovered:
             self._hovered = row
             self.point_hovered.emit(row)
+
+    def _preview(self, row: int) -> None:
+        if not 0 <= row < len(self.paths):
+            self._loads.cancel("hover")  # a thumbnail still loading must not pop up after the mouse left
+            self.hover.hide()
+            return
+        path = self.paths[row]
+        self.hover.setToolTip(path)
+        self._loads.start("hover", plain(lambda: load_qimage(path, HOVER_SIZE)), on_result=self._show_hover)
+
+    def _show_hover(self, image: QImage) -> None:
+        self.hover.setPixmap(QPixmap.fromImage(image))
+        self.hover.setFixedSize(QSize(image.width() + 8, image.height() + 8))
+        self.hover.move(self.width() - self.hover.width() - 8, 8)
+        self.hover.show()
+        self.hover.raise_()
 
     def _on_rect(self, x0: float, y0: float, x1: float, y1: float) -> None:
         from simclr_studio.projection import points_in_rect

@@ -297,17 +297,3 @@ class ScanJob(Worker):
             self.facts = (typical_side(scan.paths), looks_grayscale(scan.paths))
         return scan
 
-
-class TaskRunner(QObject):  # TEMPORARY, until the Explore tab moves to Workers
-    result = Signal(str, object, object)
-
-    def __init__(self, parent: QObject | None = None):
-        super().__init__(parent)
-        self._workers = Workers(self, QThreadPool.globalInstance())
-
-    def cancel(self, name: str) -> None:
-        self._workers.cancel(name)
-
-    def submit(self, name: str, fn: Callable[[], object]) -> None:
-        self._workers.start(name, plain(fn), lambda r: self.result.emit(name, r, None),
-                            lambda e: self.result.emit(name, None, e))

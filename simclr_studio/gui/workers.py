@@ -9,8 +9,8 @@
               (or, debouncing, once the calls stop).
 
 superqt's ``thread_worker`` and ``qthrottled`` are the model. Work runs with a lowered thread priority,
-so the window wins the CPU when both want it. (Training does not run here: it runs in a child process,
-see ``train_job``.)
+so the window wins the CPU when both want it. Training does not run here: it runs in a child process
+(``training_link``), which the Train tab follows at the same ~15 Hz (``UI_INTERVAL_MS``).
 """
 
 from __future__ import annotations
@@ -277,9 +277,6 @@ class Workers(QObject):
 
     def __len__(self) -> int:
         return len(self._running)
-
-
-ProgressJob = Worker  # the old name, still imported by gui/export_dialog.py
 
 
 class ScanJob(Worker):

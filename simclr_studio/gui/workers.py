@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, QTimer, Signal, Slot
+from shiboken6 import isValid
 
 from simclr_studio.data import DataError, ScanResult, looks_grayscale, scan_folder, typical_side
 
@@ -108,39 +109,63 @@ class _Runnable(QRunnable):
         self.worker._work()
 
 
+class _Courier(QObject):
+    """Carries the workers' news from their threads to the GUI thread, where it lives: one object and
+    one connection for all workers (a connection per worker costs more than a thumbnail's decode)."""
+
+    post = Signal(object, bool)  # worker, done (else: a progress report is waiting)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.post.connect(self._deliver)
+
+    @Slot(object, bool)
+    def _deliver(self, worker: Worker, done: bool) -> None:
+        if not isValid(worker):
+            return  # the worker went away with its window: nobody to tell
+        if done:
+            worker._on_done()
+        else:
+            worker._on_progress()
+
+
+_courier: _Courier | None = None
+
+
 class Worker(QObject):
     """Runs ``fn(progress, should_stop)`` off the GUI thread: on a thread of its own (long work), or on
-    ``pool`` with ``priority`` (short work). ``finished`` (the result) or ``failed`` (a one-line
-    error), then ``ended``; a cancelled worker only says ``ended``. ``fn`` stops early by raising
-    InterruptedError when ``should_stop()``."""
+    ``pool`` with ``priority`` (short work). Then, on the GUI thread, ``finished`` (the result) or
+    ``failed`` (a one-line error), then ``ended``; a cancelled worker only says ``ended``. Progress
+    arrives throttled to ~15 Hz. ``fn`` stops early by raising InterruptedError when ``should_stop()``.
+    The ``on_*`` callbacks, if given, are called just before the signals of the same news."""
 
     progress = Signal(int, int)
     finished = Signal(object)
     failed = Signal(str)
     ended = Signal()  # the worker is over: after finished or failed, or once a cancelled call returned
 
-    _wake = Signal()  # from the worker's thread: a progress report is waiting
-    _done = Signal()  # from the worker's thread: the outcome is waiting
-
     def __init__(self, fn: Job, name: str = "work", parent: QObject | None = None, pool: QThreadPool | None = None,
-                 priority: int = 0):
+                 priority: int = 0, on_result: Callable[[Any], Any] | None = None,
+                 on_error: Callable[[str], Any] | None = None, on_progress: Callable[[int, int], Any] | None = None,
+                 on_ended: Callable[[], Any] | None = None):
+        global _courier
         super().__init__(parent)
+        if _courier is None:
+            _courier = _Courier()  # on the GUI thread, where workers are made
         self.name = name
         self._fn = fn
         self._pool, self._priority = pool, priority
+        self._on_result, self._on_error, self._on_report, self._on_ended = on_result, on_error, on_progress, on_ended
         self._runnable: _Runnable | None = None
-        self._cancel = threading.Event()
-        self._over = threading.Event()
-        self._started = False
+        self._cancelled = False
+        self._running = threading.Lock()  # held from start until the call returned
         self._lock = threading.Lock()
         self._latest: tuple[int, int] | None = None  # newest progress, not yet picked up
         self._outcome: tuple[str, Any] = ("cancelled", None)
         self._throttle: Throttle | None = None
-        self._wake.connect(self._on_wake)
-        self._done.connect(self._on_done)
 
     def start(self) -> None:
-        self._started = True
+        self._running.acquire()
         if self._pool is None:
             threading.Thread(target=self._work, name=self.name, daemon=True).start()
         else:
@@ -149,29 +174,35 @@ class Worker(QObject):
 
     def cancel(self) -> None:
         """Deliver nothing; ``should_stop()`` turns true. A call still waiting in a pool's queue never runs."""
-        self._cancel.set()
+        self._cancelled = True
         if self._runnable is not None and self._pool is not None and self._pool.tryTake(self._runnable):
-            self._over.set()
-            self.ended.emit()
+            self._running.release()
+            self._end()
 
     @property
     def cancelled(self) -> bool:
-        return self._cancel.is_set()
+        return self._cancelled
 
     def is_running(self) -> bool:
-        return self._started and not self._over.is_set()
+        return self._running.locked()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Until the call returned (True) or ``timeout`` seconds passed (False)."""
-        return not self._started or self._over.wait(timeout)
+        if not self._running.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        self._running.release()
+        return True
 
     # ---- on the worker's thread ------------------------------------------------------------------
+    def _should_stop(self) -> bool:
+        return self._cancelled
+
     def _work(self) -> None:
         lower_thread_priority()  # background work yields the CPU to the window
         outcome: tuple[str, Any] = ("cancelled", None)
         try:
-            if not self._cancel.is_set():
-                outcome = ("ok", self._fn(self._report, self._cancel.is_set))
+            if not self._cancelled:
+                outcome = ("ok", self._fn(self._report, self._should_stop))
         except InterruptedError:
             pass
         except (DataError, OSError, ValueError, RuntimeError) as exc:
@@ -181,44 +212,57 @@ class Worker(QObject):
             outcome = ("error", f"{type(exc).__name__}: {exc}")
         with self._lock:
             self._outcome = outcome
-        self._over.set()
-        try:
-            self._done.emit()
-        except RuntimeError:  # the worker went away with its window: nobody to tell
-            pass
+        self._running.release()
+        self._post(True)
 
     def _report(self, done: int, total: int) -> None:
         with self._lock:
             waiting = self._latest is not None
             self._latest = (done, total)
         if not waiting:  # one wake-up in flight at a time, however often the work reports
-            try:
-                self._wake.emit()
-            except RuntimeError:
-                pass
+            self._post(False)
+
+    def _post(self, done: bool) -> None:
+        try:
+            assert _courier is not None
+            _courier.post.emit(self, done)
+        except RuntimeError:  # the application is gone: nobody to tell
+            pass
 
     # ---- on the GUI thread -------------------------------------------------------------------------
-    @Slot()
-    def _on_wake(self) -> None:
+    def _on_progress(self) -> None:
         with self._lock:
             latest, self._latest = self._latest, None
-        if latest is None or self._cancel.is_set():
+        if latest is None or self._cancelled:
             return
         if self._throttle is None:
-            self._throttle = Throttle(self.progress.emit, parent=self)
+            self._throttle = Throttle(self._tell_progress, parent=self)
         self._throttle(*latest)
 
-    @Slot()
+    def _tell_progress(self, done: int, total: int) -> None:
+        if self._on_report is not None:
+            self._on_report(done, total)
+        self.progress.emit(done, total)
+
     def _on_done(self) -> None:
         if self._throttle is not None:
             self._throttle.cancel()  # the result supersedes any progress still waiting
         with self._lock:
             kind, value = self._outcome
-        if not self._cancel.is_set():
+        if not self._cancelled:
             if kind == "ok":
+                if self._on_result is not None:
+                    self._on_result(value)
                 self.finished.emit(value)
             elif kind == "error":
+                if self._on_error is not None:
+                    self._on_error(value)
                 self.failed.emit(value)
+        self._end()
+
+    def _end(self) -> None:
+        if self._on_ended is not None:
+            self._on_ended()
         self.ended.emit()
 
 
@@ -236,24 +280,29 @@ class Workers(QObject):
               on_error: Callable[[str], Any] | None = None, on_progress: Callable[[int, int], Any] | None = None,
               priority: int = 0) -> Worker:
         self.cancel(name)
-        worker = Worker(fn, str(name), self, self.pool, priority)
-        # Retired before the callbacks run, so that they see this call as over.
-        worker.finished.connect(lambda _: self._retire(name, worker))
-        worker.failed.connect(lambda _: self._retire(name, worker))
-        if on_result is not None:
-            worker.finished.connect(on_result)
-        if on_error is not None:
-            worker.failed.connect(on_error)
-        if on_progress is not None:
-            worker.progress.connect(on_progress)
-        worker.ended.connect(lambda: (self._retire(name, worker), worker.deleteLater()))
+
+        def retire() -> None:  # before the callbacks run, so that they see this call as over
+            if self._running.get(name) is worker:
+                del self._running[name]
+
+        def result(value: Any) -> None:
+            retire()
+            if on_result is not None:
+                on_result(value)
+
+        def error(message: str) -> None:
+            retire()
+            if on_error is not None:
+                on_error(message)
+
+        def ended() -> None:
+            retire()
+            worker.deleteLater()
+
+        worker = Worker(fn, str(name), self, self.pool, priority, result, error, on_progress, ended)
         self._running[name] = worker
         worker.start()
         return worker
-
-    def _retire(self, name: Hashable, worker: Worker) -> None:
-        if self._running.get(name) is worker:
-            del self._running[name]
 
     def cancel(self, name: Hashable) -> None:
         worker = self._running.pop(name, None)

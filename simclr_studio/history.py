@@ -5,6 +5,7 @@ No Qt here: the GUI plots these arrays, tests check them directly.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -106,7 +107,7 @@ class RunHistory:
         elif isinstance(event, StateEvent):
             self.paused = event.state == "paused"
 
-    def extend(self, events) -> None:
+    def extend(self, events: Iterable[Event]) -> None:
         for event in events:
             self.add(event)
 

@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from simclr_studio.gui.workers import ProgressJob
+from simclr_studio.gui.workers import Worker
 
 MAP_PNG_WIDTH = 1600
 
@@ -42,17 +42,18 @@ def save_qimage_atomic(image: QImage, path: Path) -> None:
             os.unlink(tmp)
 
 
-def write_exports(run, emb, map_name: str, map_image: QImage | None, folder: Path,
+def write_exports(model, emb, map_name: str, map_image: QImage | None, folder: Path,
                   choices: dict[str, bool]) -> list[Path]:
-    """Write every chosen export into ``folder``; returns the files written. Runs on a worker thread."""
+    """Write every chosen export of ``model`` (a TrainedModel) and ``emb`` (its embeddings of a
+    folder) into ``folder``; returns the files written. Runs on a worker thread."""
     from simclr_studio.export import export_weights, save_embeddings
 
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{run.run_dir.name}-{Path(run.checkpoint).stem}"
+    stem = f"{model.run_dir.name}-{Path(model.checkpoint).stem}"
     written: list[Path] = []
     for fmt in ("pt", "safetensors", "onnx"):
         if choices.get(fmt):
-            written += export_weights(run, fmt, folder / f"{stem}.{fmt}")
+            written += export_weights(model, fmt, folder / f"{stem}.{fmt}")
     coords = emb.maps.get(map_name) if emb is not None else None
     for fmt in ("npz", "csv"):
         if choices.get(fmt) and emb is not None:
@@ -71,9 +72,9 @@ class ExportDialog(QDialog):
         self.setWindowTitle("Export")
         self.explorer = explorer
         # What is exported is what was shown when the dialog opened, even if the explorer moves on.
-        self.run, self.emb, self.map_name = explorer.run, explorer.emb, explorer.map_name
+        self.model, self.emb, self.map_name = explorer.run, explorer.emb, explorer.map_name
         self.map_snapshot = self.map_image() if explorer.emb is not None else None
-        self.job: ProgressJob | None = None
+        self.job: Worker | None = None
         self.written: list[Path] = []
         has_emb = self.emb is not None
         self.boxes = {
@@ -151,11 +152,11 @@ class ExportDialog(QDialog):
             self.status.setText("ONNX export needs the onnx extra: pip install 'simclr-studio[onnx]'")
             return
         image = self.map_snapshot if choices["png"] else None
-        run, emb, map_name = self.run, self.emb, self.map_name
+        model, emb, map_name = self.model, self.emb, self.map_name
         self.export_button.setEnabled(False)
         self.status.setText("Exporting…")
-        self.job = ProgressJob(lambda progress, stop: write_exports(run, emb, map_name, image, folder, choices),
-                               "export", self)
+        self.job = Worker(lambda progress, stop: write_exports(model, emb, map_name, image, folder, choices),
+                          "export", self)
         self.job.finished.connect(self._done)
         self.job.failed.connect(self._failed)
         self.job.start()

@@ -74,9 +74,9 @@ class RunLength(QWidget):
         finally:
             self._loading = False
 
-    def set_locked(self, running: bool, resuming: bool) -> None:
-        """Nothing changes while training. A resumed run keeps its saved plan: its budget and the
-        choice of mode are fixed; an epochs run may still be lengthened."""
-        self.mode.setEnabled(not running and not resuming)
-        self.minutes.setEnabled(not running and not resuming)
-        self.epochs.setEnabled(not running and not (resuming and self.is_minutes()))
+    def set_locked(self, locked: bool, resuming: bool) -> None:
+        """Nothing changes while a run trains or is followed. A run opened to resume keeps its saved
+        plan: its budget and the choice of mode are fixed; an epochs run may still be lengthened."""
+        self.mode.setEnabled(not locked and not resuming)
+        self.minutes.setEnabled(not locked and not resuming)
+        self.epochs.setEnabled(not locked and not (resuming and self.is_minutes()))

@@ -30,11 +30,11 @@ from simclr_studio.events import PrepareProgress
 from simclr_studio.gui.run_length import MINUTES, default_minutes
 from simclr_studio.gui.train_form import TrainForm
 from simclr_studio.gui.train_plots import TrainPlots
+from simclr_studio.gui.workers import UI_INTERVAL_MS
 from simclr_studio.run_folder import RunFolder, RunState
 from simclr_studio.session.train import ACTIVE, RUNNING, TrainError, TrainSession, Update, new_run_dir
 from simclr_studio.session.wording import format_minutes, preparing_text, progress_text
 
-POLL_INTERVAL_MS = 66  # ~15 Hz: text and progress follow the run this often, however fast it steps
 STOPPING_TEXT = "Stopping: saving a checkpoint…"
 
 
@@ -53,7 +53,7 @@ class TrainPanel(QWidget):
         self._shown_running: bool | None = None
         self._shown_locked: bool | None = None
         self._poll_timer = QTimer(self)
-        self._poll_timer.setInterval(POLL_INTERVAL_MS)
+        self._poll_timer.setInterval(UI_INTERVAL_MS)  # text and progress follow the run, however fast it steps
         self._poll_timer.timeout.connect(self.refresh)
         self._build()
         self._render_state()

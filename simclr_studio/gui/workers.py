@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import traceback
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -73,15 +73,6 @@ class Throttle(QObject):
         if self._debounce:
             self._timer.start()  # (re)starts the quiet period
         elif not self._timer.isActive():
-            self._fire()
-
-    def pending(self) -> bool:
-        return self._args is not None
-
-    def flush(self) -> None:
-        """Deliver a waiting call now."""
-        if self._args is not None:
-            self._timer.stop()
             self._fire()
 
     def cancel(self) -> None:
@@ -314,15 +305,8 @@ class Workers(QObject):
         for worker in workers:
             worker.cancel()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Until every running call returned (their results still arrive through the event loop)."""
-        return all(worker.wait(timeout) for worker in list(self._running.values()))
-
     def __contains__(self, name: Hashable) -> bool:
         return name in self._running
-
-    def __iter__(self) -> Iterator[Hashable]:
-        return iter(list(self._running))
 
     def __len__(self) -> int:
         return len(self._running)

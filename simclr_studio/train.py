@@ -1,61 +1,62 @@
 """The training loop: plain, explicit, resumable, and driven by whoever holds the Trainer.
 
-Control (pause/resume/stop) is honoured between steps. Every step's randomness is a pure function
-of (seed, step), and each epoch's order of (seed, epoch), so a resumed run repeats exactly the
-losses an uninterrupted run would have produced.
+A run goes through four phases: set-up (device, config, data, model, optimiser), restore (from a
+checkpoint, and a time budget's first plan), then epochs of steps, each followed by its epoch end
+(report, online kNN, checkpoint, re-plan). Control (pause/resume/stop) is honoured between steps.
+Every step's randomness is a pure function of (seed, step), and each epoch's order of (seed,
+epoch), so a resumed run repeats exactly the losses an uninterrupted run would have produced.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import sys
-import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from simclr_studio.atomic import atomic_copy
-from simclr_studio.augment import centre_view, make_views, normalize, step_generator
-from simclr_studio.budget import CALIBRATION_STEPS, TimeBudget
-from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint, save_training_checkpoint
+from simclr_studio.augment import make_views, normalize, step_generator
+from simclr_studio.budget import CALIBRATION_STEPS, StepTimes, TimeBudget
+from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint
 from simclr_studio.config import ConfigError, RunConfig
-from simclr_studio.data import (
-    BatchSource,
-    DataError,
-    ScanResult,
-    decode_cache,
-    fits_in_ram,
-    plan_cache_layout,
-    scan_folder,
-    typical_side,
-    without_failures,
-)
+from simclr_studio.data import BatchSource, DataError, ScanResult
 from simclr_studio.device import amp_dtype, describe, resolve_device
-from simclr_studio.evaluate import extract_features, iter_batches, knn_sample, leave_one_out_knn, raw_pixel_features
 from simclr_studio.events import (
-    BaselineEvent,
     CheckpointEvent,
     EpochEvent,
     ErrorEvent,
-    EvalEvent,
     Event,
     EventLog,
     LogEvent,
     PlanEvent,
-    PrepareProgress,
     RunFinished,
     RunStarted,
     StateEvent,
     StepEvent,
 )
-from simclr_studio.loss import nt_xent
+from simclr_studio.loss import GatherFn, nt_xent
 from simclr_studio.model import SimCLRModel, build_model
-from simclr_studio.optim import build_optimizer, lr_at, set_lr
+from simclr_studio.online_knn import OnlineKnn
+from simclr_studio.optim import build_optimizer, set_lr
+from simclr_studio.run_control import RunControl
 from simclr_studio.run_folder import RunFolder
+from simclr_studio.training_data import prepare_training_data
+from simclr_studio.training_state import (
+    Position,
+    Schedule,
+    checkpoint_state,
+    restore_training_state,
+    saved_world_size,
+    write_checkpoint,
+)
+
+if TYPE_CHECKING:
+    from simclr_studio.distributed import StepAgreement
 
 
 def resolve_config(cfg: RunConfig, device: torch.device) -> RunConfig:
@@ -67,11 +68,33 @@ def resolve_config(cfg: RunConfig, device: torch.device) -> RunConfig:
     return cfg
 
 
+@dataclass
+class Setup:
+    """What set-up builds for the run: the data, the model, the optimiser and the precision."""
+
+    device: torch.device
+    scan: ScanResult
+    source: BatchSource
+    model: SimCLRModel  # what checkpoints and the online kNN read
+    train_model: torch.nn.Module  # what the steps call: the model, or DistributedDataParallel around it
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler | None  # float16 only
+    dtype: torch.dtype | None  # autocast's; None: full precision
+    channels_last: bool
+
+
+@dataclass
+class EpochResult:
+    losses: list[float]  # of the steps this session ran in the epoch
+    seconds: float
+    ended: str | None = None  # "stopped" or "failed": the run ends within the epoch
+
+
 class Trainer:
     """Runs one SimCLR training run in ``run_dir`` and reports typed events to ``on_event``."""
 
     def __init__(self, cfg: RunConfig, run_dir: str | Path, on_event: Callable[[Event], None] | None = None,
-                 resume: bool = False, rank: int = 0, world_size: int = 1, gather=None):
+                 resume: bool = False, rank: int = 0, world_size: int = 1, gather: GatherFn | None = None) -> None:
         """``rank``/``world_size`` > 1: one process of a torch.distributed run (the process group must
         be initialised); the negatives are then gathered from all ranks unless ``gather`` says otherwise."""
         self.cfg = cfg
@@ -85,25 +108,22 @@ class Trainer:
 
             gather = gather_with_grad
         self.gather = gather
-        self._agree = None  # StepAgreement when distributed
-        self._stop = threading.Event()
-        self._running = threading.Event()
-        self._running.set()
+        self._agree: StepAgreement | None = None  # set by wrap_model when distributed
+        self.control = RunControl()
         self._log: EventLog | None = None
         self.status = "created"
         self.budget: TimeBudget | None = None  # set in run() when the config has a time budget
-        self._knn_cost, self._knn_end = 0.0, 0.0  # the last online kNN's duration and end (perf_counter)
+        self.position = Position()  # where the run stands (what RunFinished reports)
 
     # ---- control (thread-safe; called from the GUI thread or a signal handler) -------------
     def pause(self) -> None:
-        self._running.clear()
+        self.control.pause()
 
     def unpause(self) -> None:
-        self._running.set()
+        self.control.unpause()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._running.set()  # wake a paused loop so it can stop
+        self.control.stop()
 
     @property
     def is_main(self) -> bool:
@@ -119,110 +139,13 @@ class Trainer:
         if self.on_event is not None:
             self.on_event(event)
 
-    # ---- setup --------------------------------------------------------------------------------
-    def _prepare_data(self, device: torch.device) -> tuple[ScanResult, BatchSource]:
-        cfg = self.cfg
-        scan = scan_folder(cfg.data_dir, progress=lambda d, t: self.emit(PrepareProgress(stage="scan", done=d, total=t)),
-                           should_stop=self._stop.is_set)
-        if len(scan) == 0:
-            raise DataError(f"no images found in {cfg.data_dir}" + (f" ({len(scan.skipped)} files skipped)" if scan.skipped else ""))
-        BatchSource.check_batch_size(len(scan), cfg.batch_size, self.world_size)  # fail before a long decode
-        # Every process keeps its own cache: the budget is shared by the processes on this machine.
-        local_procs = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if self.world_size > 1 else 1
-        budget_gb = cfg.cache_ram_gb / local_procs
-        side = typical_side(scan.paths)
-        layout = plan_cache_layout(cfg.image_size, side, budget_gb * (1 << 30), len(scan))
-        cache = extents = None
-        if fits_in_ram(len(scan), layout.stored, budget_gb):
-            cache, extents, failures = decode_cache(
-                scan.paths, layout,
-                progress=lambda d, t: self.emit(PrepareProgress(stage="decode", done=d, total=t)),
-                should_stop=self._stop.is_set)
-            if failures:
-                cache = without_failures(cache, failures)
-                extents = without_failures(extents, failures) if extents is not None else None
-                scan = scan.drop(failures)
-        else:  # streamed: whole images too, at the training size's cache scale
-            layout = plan_cache_layout(cfg.image_size, side)
-        if layout.whole:
-            self.emit(LogEvent(message=f"crops are cut from whole images with their shorter side at {layout.side} px"))
-        for skipped in scan.skipped:
-            self.emit(LogEvent(message=f"skipped {skipped.path}: {skipped.reason}"))
-        if len(scan) == 0:
-            raise DataError(f"no readable images in {cfg.data_dir}")
-        source = BatchSource(scan.paths, cfg.image_size, cfg.batch_size, cfg.seed, cache=cache,
-                             num_workers=cfg.num_workers, rank=self.rank, world_size=self.world_size,
-                             pin_memory=device.type == "cuda", layout=layout, extents=extents)
-        return scan, source
-
-    def _checkpoint(self, model, optimizer, scaler, epoch: int, step_in_epoch: int, global_step: int, reason: str) -> Path:
-        """Save everything resuming needs (rank 0 only), atomically; keep the newest per-epoch files."""
-        path = self.folder.last_checkpoint
-        if not self.is_main:
-            return path
-        raw = model.module if hasattr(model, "module") else model
-        state = {
-            "model": raw.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": {"kind": "warmup-cosine", "base_lr": self.base_lr, "warmup_steps": self.warmup_steps,
-                          "total_steps": self.total_steps, **(self.budget.to_state() if self.budget else {})},
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else []},
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "global_step": global_step,
-            "world_size": self.world_size,
-            "config": self.cfg.to_json(),
-        }
-        save_training_checkpoint(state, path)
-        if reason == "epoch":
-            atomic_copy(path, self.folder.epoch_checkpoint(epoch))
-            old = self.folder.epoch_checkpoints()
-            for stale in old[: max(0, len(old) - self.cfg.keep_checkpoints)]:
-                stale.unlink(missing_ok=True)
-        self.emit(CheckpointEvent(path=str(path), epoch=epoch, global_step=global_step, reason=reason))
-        return path
-
-    def _knn_images(self, scan: ScanResult, source: BatchSource) -> tuple[np.ndarray, torch.Tensor] | None:
-        """The online kNN's sample (class-balanced, at most 10,000 images) as evaluation views at the
-        training size, uint8: the same images and protocol every epoch and for the baseline."""
-        labels = np.asarray(scan.labels)
-        idx = knn_sample(labels)
-        if source.cache is None or len(idx) < 10 or len(np.unique(labels[idx])) < 2:
-            return None
-        rows = torch.as_tensor(idx)
-        views = []
-        for start in range(0, len(rows), 512):
-            part = rows[start : start + 512]
-            extents = source.extents.index_select(0, part) if source.extents is not None else None
-            pixels = source.cache.index_select(0, part)
-            if source.layout.whole or pixels.shape[-1] != self.cfg.image_size:
-                pixels = (centre_view(pixels, self.cfg.image_size, extents) * 255).round_().to(torch.uint8)
-            views.append(pixels)
-        return labels[idx], torch.cat(views)
-
-    def _baseline(self, knn_set: tuple[np.ndarray, torch.Tensor], n_classes: int) -> None:
-        """Raw pixels under the online kNN's protocol: the number every epoch's kNN should beat."""
-        labels, images = knn_set
-        acc, k = leave_one_out_knn(raw_pixel_features(images), labels, n_classes)
-        self.emit(BaselineEvent(features="raw pixels", knn_accuracy=acc, n_images=len(labels), k=k))
-
-    def _online_knn(self, model: SimCLRModel, knn_set: tuple[np.ndarray, torch.Tensor], n_classes: int,
-                    device, epoch: int) -> None:
-        """Leave-one-out weighted kNN on unaugmented images: a cheap 'is it learning?' signal."""
-        labels, images = knn_set
-        raw = model.module if hasattr(model, "module") else model
-        feats = extract_features(raw.backbone, iter_batches(images, 512), device)
-        acc, k = leave_one_out_knn(feats, labels, n_classes)
-        self.emit(EvalEvent(epoch=epoch, knn_accuracy=acc, n_images=len(labels), k=k))
-
-    # ---- the loop ----------------------------------------------------------------------------
+    # ---- the run -------------------------------------------------------------------------------
     def run(self) -> str:
         """Train until done, stopped or failed; returns the final status. Never raises for expected failures."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # The budget's clock starts here: scanning and decoding are part of the time the user gave.
         self.budget = TimeBudget(self.cfg.minutes) if self.cfg.minutes else None
+        self.position = Position()
         if self.is_main:
             self._log = EventLog(self.folder.events_file)
         try:
@@ -243,8 +166,8 @@ class Trainer:
             self.status = "failed"
             raise
         finally:
-            epoch, global_step = getattr(self, "_position", (0, 0))
-            self.emit(RunFinished(status=self.status, epoch=epoch, global_step=global_step))
+            self.emit(RunFinished(status=self.status, epoch=self.position.epoch,
+                                  global_step=self.position.global_step))
             if self._log is not None:
                 self._log.close()
                 self._log = None
@@ -252,6 +175,35 @@ class Trainer:
 
     def _run(self) -> str:
         self.status = "running"
+        run, state = self._set_up()
+        schedule = Schedule.for_epochs(self.cfg, self.world_size, run.source.steps_per_epoch)
+        self.position = self._restore(state, run, schedule)
+        self.emit(RunStarted(run_dir=str(self.run_dir), device=describe(run.device), backbone=self.cfg.backbone,
+                             n_images=len(run.scan), steps_per_epoch=schedule.steps_per_epoch,
+                             total_steps=schedule.total_steps, start_epoch=self.position.epoch,
+                             start_global_step=self.position.global_step, cached=run.source.cached,
+                             labeled=run.scan.labeled))
+        if self.position.global_step >= schedule.total_steps:
+            return "completed"
+        knn = None
+        if run.scan.labeled and self.cfg.eval_every and self.is_main:
+            knn = OnlineKnn.sample(run.scan, run.source, self.cfg.image_size)
+        if knn is not None and state is None:
+            self.emit(knn.baseline())
+        run.train_model.train()
+        times = StepTimes()
+        while self.position.global_step < schedule.total_steps:
+            epoch = self._train_epoch(run, schedule, times)
+            if epoch.ended:
+                return epoch.ended
+            if self._end_epoch(run, schedule, times, knn, epoch) == "stopped":
+                return "stopped"
+        self._barrier()
+        return "completed"
+
+    # ---- set-up and restore ------------------------------------------------------------------
+    def _set_up(self) -> tuple[Setup, dict[str, Any] | None]:
+        """The run's parts, and the checkpoint to resume from (None: a new run)."""
         cfg = self.cfg
         device = resolve_device(cfg.device)
         if self.world_size > 1 and device.type == "cuda":
@@ -263,183 +215,156 @@ class Trainer:
         cfg.validate()
         if self.is_main:
             cfg.save(self.folder.config_file)
-
         scan, source = self._prepare_data(device)
         torch.manual_seed(cfg.seed)  # model initialisation
         # On resume the checkpoint holds the weights: the initial weights file is not needed again.
         model = build_model(cfg, load_weights=state is None).to(device)
         if state is not None:
-            model.load_state_dict(state["model"])
-        use_cl = cfg.channels_last and device.type in ("cuda", "cpu")
-        if use_cl:
+            model.load_state_dict(state["model"])  # before wrapping, which shares rank 0's weights
+        channels_last = cfg.channels_last and device.type in ("cuda", "cpu")
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         train_model = self.wrap_model(model, device)
         if self._agree is not None and not self._agree.same_everywhere(len(scan)):
-            raise DataError(f"the processes found different numbers of images in {cfg.data_dir} (this one {len(scan)}): "
-                            "is the folder still being copied, or not the same on every machine?")
-
-        self.base_lr = cfg.resolved_lr(self.world_size)
-        steps_per_epoch = source.steps_per_epoch
-        self.total_steps = steps_per_epoch * cfg.epochs
-        self.warmup_steps = int(round(cfg.resolved_warmup_epochs() * steps_per_epoch))
-        optimizer = build_optimizer(model, cfg.optimizer, self.base_lr, cfg.resolved_weight_decay(), cfg.momentum)
+            raise DataError(f"the processes found different numbers of images in {cfg.data_dir} (this one "
+                            f"{len(scan)}): is the folder still being copied, or not the same on every machine?")
+        optimizer = build_optimizer(model, cfg.optimizer, cfg.resolved_lr(self.world_size),
+                                    cfg.resolved_weight_decay(), cfg.momentum)
         dtype = amp_dtype(device) if cfg.amp else None
         scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+        return Setup(device, scan, source, model, train_model, optimizer, scaler, dtype, channels_last), state
 
-        start_epoch, start_step, global_step = 0, 0, 0
+    def _prepare_data(self, device: torch.device) -> tuple[ScanResult, BatchSource]:
+        return prepare_training_data(self.cfg, device, self.rank, self.world_size, self.emit,
+                                     lambda: self.control.stop_asked)
+
+    def _restore(self, state: dict[str, Any] | None, run: Setup, schedule: Schedule) -> Position:
+        """Where the run starts: a checkpoint's position, with its optimiser, scaler and RNG; under a
+        time budget also the used time and the saved plan (or a provisional one)."""
+        position = Position()
         if state is not None:
-            optimizer.load_state_dict(state["optimizer"])
-            if scaler is not None and state.get("scaler"):
-                scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            start_epoch, start_step, global_step = state["epoch"], state["step_in_epoch"], state["global_step"]
-            saved_world = int(state.get("world_size", 1))
+            position = restore_training_state(state, run.optimizer, run.scaler, self.world_size,
+                                              schedule.steps_per_epoch)
+            saved_world = saved_world_size(state)
             if saved_world != self.world_size:
-                # Another number of processes: same epoch, same images done within it, new step size.
-                start_step = start_step * saved_world // self.world_size
-                global_step = start_epoch * steps_per_epoch + start_step
+                batch = self.cfg.batch_size
                 self.emit(LogEvent(message=(
                     f"checkpoint of a {saved_world}-process run resumed on {self.world_size}: global batch "
-                    f"{cfg.batch_size * saved_world} → {cfg.batch_size * self.world_size}, peak lr {self.base_lr:.4g}")))
-            if start_step >= steps_per_epoch:  # stopped after the last step of an epoch
-                start_epoch, start_step = start_epoch + 1, 0
-            self.emit(LogEvent(message=f"resumed from {self.folder.last_checkpoint} at epoch {start_epoch + 1}, step {start_step}"))
+                    f"{batch * saved_world} → {batch * self.world_size}, peak lr {schedule.base_lr:.4g}")))
+            self.emit(LogEvent(message=f"resumed from {self.folder.last_checkpoint} at epoch {position.epoch + 1}, "
+                                       f"step {position.step_in_epoch}"))
         if self.budget is not None:
             saved = (state or {}).get("scheduler") or {}
-            self.budget.used_before_s = float(saved.get("used_s", 0.0)) if saved.get("budget_s") else 0.0
-            if saved.get("calibrated") and saved.get("budget_s") == self.budget.budget_s:
-                self.total_steps, self.warmup_steps = int(saved["total_steps"]), int(saved["warmup_steps"])
-                self.budget.calibrated = True
-            else:  # a first plan from the first step's time follows; until then a long warm-up
-                self.total_steps, self.warmup_steps = global_step + 10**6, 10**5
-        self._position = (start_epoch, global_step)
+            schedule.total_steps, schedule.warmup_steps = self.budget.first_plan(saved, position.global_step)
+        return position
 
-        self.emit(RunStarted(run_dir=str(self.run_dir), device=describe(device), backbone=cfg.backbone,
-                             n_images=len(scan), steps_per_epoch=steps_per_epoch, total_steps=self.total_steps,
-                             start_epoch=start_epoch, start_global_step=global_step, cached=source.cached,
-                             labeled=scan.labeled))
-        if global_step >= self.total_steps:
-            return "completed"
-        evaluate = scan.labeled and cfg.eval_every and self.is_main
-        knn_set = self._knn_images(scan, source) if evaluate else None
-        if knn_set is not None and state is None:
-            self._baseline(knn_set, len(scan.classes))
+    # ---- one epoch -----------------------------------------------------------------------------
+    def _train_epoch(self, run: Setup, schedule: Schedule, times: StepTimes) -> EpochResult:
+        """The epoch's steps from the current position, until its end or the run's last step."""
+        pos, budget = self.position, self.budget
+        started = time.perf_counter()
+        losses: list[float] = []
+        times.restart()
+        for batch, extents in run.source.batches_with_extents(pos.epoch, pos.step_in_epoch):
+            stop, paused = self._control()
+            if stop:
+                self._checkpoint(run, schedule, pos, "stop")
+                self._barrier()  # no rank leaves while rank 0 is still writing
+                return EpochResult(losses, time.perf_counter() - started, ended="stopped")
+            if paused:
+                pause_s = times.skip_pause()  # a pause is neither step time nor budget time
+                if budget is not None:
+                    budget.add_pause(pause_s)
+            step, lr = pos.step_in_epoch, schedule.lr(pos.global_step)
+            set_lr(run.optimizer, lr)
+            loss = self.train_step(run.train_model, run.optimizer, run.scaler, batch, run.device, pos.global_step,
+                                   run.dtype, run.channels_last, extents)
+            if self._agree is not None:
+                loss = self._agree.mean(loss)  # the global loss; NaN on any rank is NaN on all
+            if not math.isfinite(loss):
+                self.emit(ErrorEvent(category="nan", message=(
+                    f"loss became {loss} at epoch {pos.epoch + 1}, step {step + 1}; training stopped and the last "
+                    f"good checkpoint was kept. Try a lower learning rate (now {lr:.4g}) or turn off mixed "
+                    "precision.")))
+                return EpochResult(losses, time.perf_counter() - started, ended="failed")
+            pos.step_done()
+            losses.append(loss)
+            times.lap()
+            if budget is not None and not budget.calibrated:
+                self._plan_budget(budget, schedule, times)
+            sec_per_step = times.recent_mean()
+            self.emit(StepEvent(epoch=pos.epoch, step=step, global_step=pos.global_step,
+                                total_steps=schedule.total_steps, loss=loss, lr=lr,
+                                images_per_s=self.cfg.batch_size * self.world_size / max(sec_per_step, 1e-9),
+                                eta_s=sec_per_step * (schedule.total_steps - pos.global_step)))
+            if pos.global_step >= schedule.total_steps:
+                break  # a time-budgeted run ends inside its last epoch
+        return EpochResult(losses, time.perf_counter() - started)
 
-        train_model.train()
-        step_times: list[float] = []
-        epoch = start_epoch
-        while global_step < self.total_steps:
-            epoch_start = time.perf_counter()
-            losses = []
-            first = start_step if epoch == start_epoch else 0
-            tick = time.perf_counter()
-            for step, (batch, extents) in enumerate(source.batches_with_extents(epoch, first), start=first):
-                stop, paused = self._control()
-                if stop:
-                    self._checkpoint(model, optimizer, scaler, epoch, step, global_step, "stop")
-                    self._barrier()  # no rank leaves while rank 0 is still writing
-                    return "stopped"
-                if paused:
-                    if self.budget is not None:
-                        self.budget.add_pause(time.perf_counter() - tick)
-                    tick = time.perf_counter()  # a pause is not step time
-                lr = lr_at(global_step, self.total_steps, self.warmup_steps, self.base_lr)
-                set_lr(optimizer, lr)
-                loss = self.train_step(train_model, optimizer, scaler, batch, device, global_step, dtype, use_cl,
-                                       extents)
-                if self._agree is not None:
-                    loss = self._agree.mean(loss)  # the global loss; NaN on any rank is NaN on all
-                if not math.isfinite(loss):
-                    self.emit(ErrorEvent(category="nan", message=(
-                        f"loss became {loss} at epoch {epoch + 1}, step {step + 1}; training stopped and the last good "
-                        f"checkpoint was kept. Try a lower learning rate (now {lr:.4g}) or turn off mixed precision.")))
-                    return "failed"
-                global_step += 1
-                self._position = (epoch, global_step)
-                losses.append(loss)
-                now = time.perf_counter()
-                step_times.append(now - tick)
-                tick = now
-                recent = step_times[-20:]
-                sec_per_step = sum(recent) / len(recent)
-                if self.budget is not None and not self.budget.calibrated:
-                    self._plan_budget(step_times, global_step, steps_per_epoch)
-                self.emit(StepEvent(epoch=epoch, step=step, global_step=global_step, total_steps=self.total_steps,
-                                    loss=loss, lr=lr, images_per_s=cfg.batch_size * self.world_size / max(sec_per_step, 1e-9),
-                                    eta_s=sec_per_step * (self.total_steps - global_step)))
-                if global_step >= self.total_steps:
-                    break  # a time-budgeted run ends inside its last epoch
-            seconds = time.perf_counter() - epoch_start
-            end_start = time.perf_counter()
-            if source.decode_failures:
-                self.emit(LogEvent(message=f"{source.decode_failures} file(s) failed to decode while streaming and "
-                                           "were replaced by grey images (see warnings)"))
-                source.decode_failures = 0
-            if not losses and self._control()[0]:  # stopped at an epoch boundary
-                self._checkpoint(model, optimizer, scaler, epoch, first, global_step, "stop")
-                self._barrier()
-                return "stopped"
-            self.emit(EpochEvent(epoch=epoch, loss=float(np.mean(losses)) if losses else float("nan"), seconds=seconds,
-                                 images_per_s=len(losses) * cfg.batch_size * self.world_size / max(seconds, 1e-9)))
-            if knn_set is not None and (epoch + 1) % cfg.eval_every == 0 and self._knn_due(global_step):
-                knn_start = time.perf_counter()
-                self._online_knn(model, knn_set, len(scan.classes), device, epoch)
-                self._knn_cost, self._knn_end = time.perf_counter() - knn_start, time.perf_counter()
-            self._checkpoint(model, optimizer, scaler, epoch + 1, 0, global_step, "epoch")
-            self._position = (epoch + 1, global_step)
-            if self.budget is not None:
-                self.budget.add_epoch_end(time.perf_counter() - end_start)
-                if global_step < self.total_steps:
-                    self._plan_budget(step_times, global_step, steps_per_epoch)
-            epoch += 1
-        self._barrier()
-        return "completed"
+    def _end_epoch(self, run: Setup, schedule: Schedule, times: StepTimes, knn: OnlineKnn | None,
+                   epoch: EpochResult) -> str | None:
+        """Note streaming decode failures, report the epoch, measure the online kNN when due, save the
+        checkpoint and re-plan a time budget; "stopped" when a stop came at the epoch boundary."""
+        cfg, pos = self.cfg, self.position
+        started = time.perf_counter()
+        if run.source.decode_failures:
+            self.emit(LogEvent(message=f"{run.source.decode_failures} file(s) failed to decode while streaming and "
+                                       "were replaced by grey images (see warnings)"))
+            run.source.decode_failures = 0
+        if not epoch.losses and self._control()[0]:  # stopped at an epoch boundary
+            self._checkpoint(run, schedule, pos, "stop")
+            self._barrier()
+            return "stopped"
+        n_images = len(epoch.losses) * cfg.batch_size * self.world_size
+        self.emit(EpochEvent(epoch=pos.epoch, loss=float(np.mean(epoch.losses)) if epoch.losses else float("nan"),
+                             seconds=epoch.seconds, images_per_s=n_images / max(epoch.seconds, 1e-9)))
+        last = pos.global_step >= schedule.total_steps
+        if knn is not None and knn.due(pos.epoch, cfg.eval_every, self.budget is not None, last, time.perf_counter()):
+            knn_start = time.perf_counter()
+            self.emit(knn.evaluate(run.model, run.device, pos.epoch))
+            knn.measured(knn_start, time.perf_counter())
+        after = pos.next_epoch()
+        self._checkpoint(run, schedule, after, "epoch")
+        self.position = after
+        if self.budget is not None:
+            self.budget.add_epoch_end(time.perf_counter() - started)
+            if not last:
+                self._plan_budget(self.budget, schedule, times)
+        return None
 
-    def _knn_due(self, global_step: int) -> bool:
-        """Every eval_every epochs; under a time budget also at most 5 % of the time (short epochs
-        would otherwise spend the user's minutes on measuring), and always at the end."""
-        if self.budget is None or global_step >= self.total_steps or self._knn_cost == 0.0:
-            return True
-        return time.perf_counter() - self._knn_end >= 19 * self._knn_cost
-
-    def _plan_budget(self, step_times: list[float], global_step: int, steps_per_epoch: int) -> None:
-        """Lay the schedule over the time budget: after the first step, after the calibration steps
-        (the first step, which allocates, is not timed) and at every epoch end. Distributed, rank 0's
-        plan is every rank's."""
-        timed = step_times[1:] if len(step_times) > 1 else step_times
-        if len(step_times) > 1 and len(timed) < CALIBRATION_STEPS and not self.budget.calibrated:
+    def _checkpoint(self, run: Setup, schedule: Schedule, position: Position, reason: str) -> None:
+        """Save everything resuming needs (rank 0 only), atomically; keep the newest per-epoch files."""
+        if not self.is_main:
             return
-        seconds = float(np.median(timed[-50:]))
-        total, warmup = self.budget.plan(global_step, seconds, steps_per_epoch)
+        state = checkpoint_state(run.model, run.optimizer, run.scaler, schedule, self.budget, position,
+                                 self.world_size, self.cfg)
+        path = write_checkpoint(self.folder, state, reason == "epoch", self.cfg.keep_checkpoints)
+        self.emit(CheckpointEvent(path=str(path), epoch=position.epoch, global_step=position.global_step,
+                                  reason=reason))
+
+    def _plan_budget(self, budget: TimeBudget, schedule: Schedule, times: StepTimes) -> None:
+        """Lay the schedule over the time budget: after the first step, after the calibration steps
+        and at every epoch end. Distributed, rank 0's plan is every rank's."""
+        seconds = budget.pace(times)
+        if seconds is None:
+            return
+        total, warmup = budget.plan(self.position.global_step, seconds, schedule.steps_per_epoch)
         if self._agree is not None:
             total, warmup = self._agree.broadcast_ints(total, warmup)
-        self.total_steps, self.warmup_steps = total, warmup
-        if len(timed) >= CALIBRATION_STEPS:
-            self.budget.calibrated = True
+        schedule.total_steps, schedule.warmup_steps = total, warmup
+        if len(times.timed()) >= CALIBRATION_STEPS:
+            budget.calibrated = True
             self.emit(PlanEvent(total_steps=total, warmup_steps=warmup, seconds_per_step=seconds,
-                                budget_s=self.budget.budget_s))
+                                budget_s=budget.budget_s))
 
+    # ---- between steps and processes ---------------------------------------------------------
     def _barrier(self) -> None:
         if self._agree is not None:
             self._agree.barrier()
 
     def _control(self) -> tuple[bool, bool]:
-        """Honour pause and stop between steps: (stop now, was paused). Distributed, every rank
-        agrees on both, so all stop at the same step and a paused run holds no rank in a collective."""
-        agree = self._agree or (lambda stop, pause: (stop, pause))
-        stop, pause = agree(self._stop.is_set(), not self._running.is_set())
-        if not pause or stop:
-            return stop, False
-        self.emit(StateEvent(state="paused"))
-        while pause and not stop:
-            if self._agree is None:
-                self._running.wait()
-            else:
-                self._running.wait(0.2)  # all ranks poll together while rank 0 waits for the user
-            stop, pause = agree(self._stop.is_set(), not self._running.is_set())
-        if not stop:
-            self.emit(StateEvent(state="running"))
-        return stop, True
+        """(stop now, was paused), the same on every rank; waits out a pause."""
+        return self.control.between_steps(self._agree, lambda state: self.emit(StateEvent(state=state)))
 
     def wrap_model(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         """DistributedDataParallel (with SyncBatchNorm on CUDA when configured) across processes;
@@ -451,7 +376,8 @@ class Trainer:
         self._agree = StepAgreement(device)
         return wrap_model(model, device, sync_bn=self.cfg.sync_bn)
 
-    def train_step(self, model, optimizer, scaler, batch: torch.Tensor, device: torch.device, global_step: int,
+    def train_step(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler | None, batch: torch.Tensor, device: torch.device, global_step: int,
                    dtype: torch.dtype | None, channels_last: bool, extents: torch.Tensor | None = None) -> float:
         cfg = self.cfg
         batch = batch.to(device, non_blocking=True)

@@ -140,7 +140,8 @@ def test_pause_resume_and_stop_from_another_thread(tiny_config, tmp_path):
     kinds = [e.kind for e in events]
     assert ("state", "running") in [(e.kind, getattr(e, "state", None)) for e in events]
     assert kinds[-2:] == ["checkpoint", "finished"] and events[-2].reason == "stop"
-    assert load_training_checkpoint(RunFolder(tmp_path / "run").last_checkpoint)["global_step"] == events[-2].global_step
+    saved = load_training_checkpoint(RunFolder(tmp_path / "run").last_checkpoint)
+    assert saved["global_step"] == events[-2].global_step
 
 
 def test_stop_while_paused(tiny_config, tmp_path):
@@ -150,9 +151,9 @@ def test_stop_while_paused(tiny_config, tmp_path):
     worker = threading.Thread(target=trainer.run)
     worker.start()
     deadline = time.time() + 60
-    while trainer._running.is_set() and worker.is_alive() and time.time() < deadline:
+    while not trainer.control.pause_asked and worker.is_alive() and time.time() < deadline:
         worker.join(0.02)
-    assert not trainer._running.is_set()
+    assert trainer.control.pause_asked
     trainer.stop()
     worker.join(60)
     assert trainer.status == "stopped"

@@ -142,21 +142,21 @@ def main() -> None:
     # Training inside the window, on the Train tab with live plots.
     panel = window.train_panel
     window.tabs.setCurrentWidget(panel)
-    panel.load_config(RunConfig(**cfg_args))
-    panel.data_dir = str(demo)  # train on the demo folder, whatever was opened last
-    panel.run_dir.setText(str(tmp / "gui"))
+    panel.form.load_config(RunConfig(**cfg_args))
+    panel.session.data_dir = str(demo)  # train on the demo folder, whatever was opened last
+    panel.form.run_dir_edit.setText(str(tmp / "gui"))
     run_until(lambda: True, 0.5)  # the Train tab's first paint is not part of training
     runs, gui_rates, headless_rates = [], [], []
     gui_cpu, headless_cpu = [], []  # main-thread CPU seconds per second of training
 
     def window_run(name: str, metered: bool) -> None:
         panel.new_run()
-        panel.run_dir.setText(str(tmp / name))
+        panel.form.run_dir_edit.setText(str(tmp / name))
         if metered:
             meter.start()
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         panel.start()
-        run_until(lambda: panel.history.finished is not None and not panel.is_running(), 3600)
+        run_until(lambda: panel.session.history.finished is not None and not panel.session.is_running(), 3600)
         if metered:
             meter.stop()
             runs.append(meter.summary())

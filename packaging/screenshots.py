@@ -69,8 +69,8 @@ def main() -> None:
     window.augment_panel.controls["mask_fill"].setCurrentText("noise")
     shot("augment")
     window.tabs.setCurrentWidget(window.train_panel)
-    window.train_panel.length.set_minutes_mode(False)  # a 30-epoch run in the screenshot
-    window.train_panel.epochs.setValue(30)
+    window.train_panel.form.length.set_minutes_mode(False)  # a 30-epoch run in the screenshot
+    window.train_panel.form.epochs.setValue(30)
     window.train_panel.start()
     wait(args.train_seconds)
     shot("train")
@@ -79,10 +79,10 @@ def main() -> None:
     window.show_explorer()
     explorer = window.explore_panel
     explorer.embed()
-    wait(300, until=lambda: explorer.emb is not None and not explorer.jobs)
-    explorer.select_point(len(explorer.emb) // 3)
-    x, y = explorer.map.coords[len(explorer.emb) // 2]
-    explorer.map.point_hovered.emit(len(explorer.emb) // 2)
+    wait(300, until=lambda: explorer.session.embeddings is not None and not explorer.jobs)
+    n = len(explorer.session.embeddings)
+    explorer.select_point(n // 3)
+    explorer.map.point_hovered.emit(n // 2)
     shot("explore")
     window.close()
 

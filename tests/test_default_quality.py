@@ -13,7 +13,7 @@ from simclr_studio.cli import main
 def test_demo_defaults_in_two_minutes_beat_a_random_encoder(tmp_path):
     from simclr_studio.data import scan_folder
     from simclr_studio.embeddings import embed_cached
-    from simclr_studio.gui.quality import measure_quality  # Qt-free: the Explore tab runs it in the background
+    from simclr_studio.session.quality import measure_quality  # what the Explore tab shows
     from simclr_studio.trained import load_trained
 
     run_dir = tmp_path / "run"
@@ -23,7 +23,7 @@ def test_demo_defaults_in_two_minutes_beat_a_random_encoder(tmp_path):
     scan = scan_folder(DEMO)
     emb, _, _ = embed_cached(run, scan, "cpu")
     quality = measure_quality(emb, run, scan, "cpu")
-    trained, random = quality["trained"], quality["random"]
+    trained, random = quality.trained, quality.random
     print(f"kNN: trained {trained.knn_accuracy:.3f}, random {random.knn_accuracy:.3f}, "
-          f"raw pixels {quality['raw'].knn_accuracy:.3f} (k={trained.k}, {quality['n']} images)")
+          f"raw pixels {quality.raw.knn_accuracy:.3f} (k={trained.k}, {quality.n} images)")
     assert trained.knn_accuracy > random.knn_accuracy

@@ -55,15 +55,6 @@ class ExplorePanel(QWidget):
         self._show_state(self.session.prompt())
 
     # The names the main window and the export dialog read.
-    @property
-    def run(self):
-        """The trained model whose embeddings are shown (None before embedding)."""
-        return self.session.trained
-
-    @property
-    def emb(self):
-        return self.session.embeddings
-
     # ---- layout -----------------------------------------------------------------------------
     def _build(self) -> None:
         self.checkpoint = QComboBox()

@@ -72,8 +72,8 @@ class ExportDialog(QDialog):
         self.setWindowTitle("Export")
         self.explorer = explorer
         # What is exported is what was shown when the dialog opened, even if the explorer moves on.
-        self.model, self.emb, self.map_name = explorer.run, explorer.emb, explorer.map_name
-        self.map_snapshot = self.map_image() if explorer.emb is not None else None
+        self.model, self.emb, self.map_name = explorer.session.trained, explorer.session.embeddings, explorer.map_name
+        self.map_snapshot = self.map_image() if self.emb is not None else None
         self.job: Worker | None = None
         self.written: list[Path] = []
         has_emb = self.emb is not None

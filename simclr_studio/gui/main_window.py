@@ -290,10 +290,10 @@ class MainWindow(QMainWindow):
     def show_export(self) -> None:
         from simclr_studio.gui.export_dialog import ExportDialog
 
-        if self.explore_panel.run is None:
+        if self.explore_panel.session.trained is None:
             self.statusBar().showMessage("Embed a checkpoint in the Explore tab first.")
             return
-        default = self.explore_panel.run.run_dir / "export"
+        default = self.explore_panel.session.trained.run_dir / "export"
         self.export_dialog = ExportDialog(self.explore_panel, default, self)
         self.export_dialog.show()
 

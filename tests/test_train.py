@@ -2,6 +2,7 @@ import json
 import math
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,8 +191,28 @@ def test_online_knn_reports_k_and_a_raw_pixel_baseline_first(tiny_config, tmp_pa
     assert baseline.k == 23 and all(e.k == 23 and e.n_images == 24 for e in evals)  # k = min(200, bank − 1)
 
 
-def test_a_time_budget_lays_the_schedule_over_the_minutes(tiny_config, tmp_path):
-    tiny_config.minutes = 0.15  # 9 seconds
+def pace_now(cfg: RunConfig, run_dir: Path) -> float:
+    """Seconds per step, epoch ends included, of a short run by epochs on this machine as loaded now.
+
+    It also warms the process up: the first optimiser imports torch._dynamo (seconds, more under load)
+    and the first steps allocate. A time budget counts that time, and its first plan, made from the
+    first step, would leave a few steps only, too few to calibrate or to span several epochs.
+    """
+    stamps: list[float] = []
+    cfg = RunConfig.from_dict({**cfg.to_dict(), "minutes": None, "epochs": 2})
+    trainer = Trainer(cfg, run_dir, on_event=lambda e: stamps.append(time.perf_counter()) if e.kind == "step" else None)
+    assert trainer.run() == "completed"
+    return (time.perf_counter() - stamps[0]) / (len(stamps) - 1)  # from the end of the first step
+
+
+def budget_minutes(seconds_per_step: float, steps: int = 40) -> float:
+    """Minutes for about ``steps`` steps at that pace: 9 s on an idle machine, longer under load (up to 45 s)."""
+    return min(45.0, max(9.0, steps * seconds_per_step)) / 60
+
+
+def test_a_time_budget_lays_the_schedule_over_the_minutes(tiny_config: RunConfig, tmp_path: Path) -> None:
+    tiny_config.minutes = budget_minutes(pace_now(tiny_config, tmp_path / "warm-up"))
+    budget_s = tiny_config.minutes * 60
     tiny_config.epochs = 1  # ignored under a budget
     start = time.perf_counter()
     status, events = collect(tiny_config, tmp_path / "run")
@@ -199,20 +220,22 @@ def test_a_time_budget_lays_the_schedule_over_the_minutes(tiny_config, tmp_path)
     assert status == "completed"
     plans = [e for e in events if e.kind == "plan"]
     steps = [e for e in events if e.kind == "step"]
-    assert plans and plans[0].budget_s == 9.0
-    assert steps[-1].global_step == steps[-1].total_steps == plans[-1].total_steps
-    assert len({e.epoch for e in steps}) > 1  # more than the one epoch the config says
+    seen = f"{len(steps)} steps, plans {[p.total_steps for p in plans]}, {took:.1f} s of {budget_s:.1f} s"
+    assert plans and plans[0].budget_s == budget_s, seen
+    assert steps[-1].global_step == steps[-1].total_steps == plans[-1].total_steps, seen
+    assert len({e.epoch for e in steps}) > 1, seen  # more than the one epoch the config says
     assert steps[-1].lr < 0.1 * max(s.lr for s in steps)  # the cosine reached its floor at the end
-    assert 0.5 * 9 < took < 2 * 9 + 5  # generous: the benchmark holds the 10 % claim, not a unit test
+    assert 0.5 * budget_s < took < 2 * budget_s + 5, seen  # generous: the benchmark holds the 10 % claim
     state = load_training_checkpoint(RunFolder(tmp_path / "run").last_checkpoint)
-    assert state["scheduler"]["budget_s"] == 9.0 and state["scheduler"]["total_steps"] == steps[-1].total_steps
+    assert state["scheduler"]["budget_s"] == budget_s and state["scheduler"]["total_steps"] == steps[-1].total_steps
 
 
-def test_a_stopped_time_budget_run_resumes_its_plan(tiny_config, tmp_path):
-    tiny_config.minutes = 0.3
+def test_a_stopped_time_budget_run_resumes_its_plan(tiny_config: RunConfig, tmp_path: Path) -> None:
+    tiny_config.minutes = budget_minutes(pace_now(tiny_config, tmp_path / "warm-up"))
     status, first = collect(tiny_config, tmp_path / "run", stop_at=10)  # after the calibration steps
     assert status == "stopped"
     planned = [e for e in first if e.kind == "step"][-1].total_steps
+    assert [e.total_steps for e in first if e.kind == "plan"][-1] == planned
     cfg = RunConfig.load(tmp_path / "run" / "config.json")
     status, second = collect(cfg, tmp_path / "run", resume=True)
     steps = [e for e in second if e.kind == "step"]

@@ -1,24 +1,30 @@
+from __future__ import annotations
+
 import json
 import math
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from simclr_studio.checkpoint import load_training_checkpoint, safe_load
 from simclr_studio.config import RunConfig
-from simclr_studio.events import read_events
+from simclr_studio.events import StepEvent, read_events
 from simclr_studio.run_folder import EVENTS_FILE, RunFolder
 from simclr_studio.train import Trainer
 
 
-def collect(cfg, run_dir, resume=False, stop_at=None, trainer_hook=None):
-    events = []
-    box = {}
+def collect(cfg: RunConfig, run_dir: Path, resume: bool = False, stop_at: int | None = None,
+            trainer_hook: Callable[[Trainer], None] | None = None) -> tuple[str, list[Any]]:
+    """(status, events) of a run; ``stop_at``: stop after that global step."""
+    events: list[Any] = []
+    box: dict[str, Trainer] = {}
 
-    def on_event(e):
+    def on_event(e: Any) -> None:
         events.append(e)
         if stop_at is not None and e.kind == "step" and e.global_step == stop_at:
             box["trainer"].stop()
@@ -31,11 +37,11 @@ def collect(cfg, run_dir, resume=False, stop_at=None, trainer_hook=None):
     return status, events
 
 
-def losses(events):
+def losses(events: list[Any]) -> dict[int, float]:
     return {e.global_step: e.loss for e in events if e.kind == "step"}
 
 
-def test_run_writes_config_checkpoints_and_events(tiny_config, tmp_path):
+def test_run_writes_config_checkpoints_and_events(tiny_config: RunConfig, tmp_path: Path) -> None:
     status, events = collect(tiny_config, tmp_path / "run")
     assert status == "completed"
     kinds = [e.kind for e in events]
@@ -61,7 +67,8 @@ def test_run_writes_config_checkpoints_and_events(tiny_config, tmp_path):
     (4, "lars", 0.0),  # LARS momentum state, streaming from files
     (5, "adamw", 4.0),  # AdamW moments
 ])
-def test_resume_repeats_the_uninterrupted_run_exactly(tiny_config, tmp_path, stop_at, optimizer, cache_gb):
+def test_resume_repeats_the_uninterrupted_run_exactly(tiny_config: RunConfig, tmp_path: Path, stop_at: int,
+                                                      optimizer: str, cache_gb: float) -> None:
     tiny_config.epochs = 3
     tiny_config.optimizer = optimizer
     tiny_config.cache_ram_gb = cache_gb
@@ -84,11 +91,12 @@ def test_resume_repeats_the_uninterrupted_run_exactly(tiny_config, tmp_path, sto
         assert torch.allclose(a[key].float(), b[key].float(), atol=1e-5), key
 
 
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path, monkeypatch):
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config: RunConfig, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"n": 0}
     original = Trainer.train_step
 
-    def flaky(self, *args, **kwargs):
+    def flaky(self: Trainer, *args: Any, **kwargs: Any) -> float:
         calls["n"] += 1
         return float("nan") if calls["n"] == 5 else original(self, *args, **kwargs)
 
@@ -102,8 +110,8 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config, tmp_path, mo
     assert events[-1].kind == "finished" and events[-1].status == "failed"
 
 
-def test_out_of_memory_is_reported(tiny_config, tmp_path, monkeypatch):
-    def oom(self, *args, **kwargs):
+def test_out_of_memory_is_reported(tiny_config: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def oom(self: Trainer, *args: Any, **kwargs: Any) -> float:
         raise torch.OutOfMemoryError("CUDA out of memory")
 
     monkeypatch.setattr(Trainer, "train_step", oom)
@@ -112,12 +120,12 @@ def test_out_of_memory_is_reported(tiny_config, tmp_path, monkeypatch):
     assert status == "failed" and error.category == "oom" and "batch size of 4" in error.message
 
 
-def test_pause_resume_and_stop_from_another_thread(tiny_config, tmp_path):
+def test_pause_resume_and_stop_from_another_thread(tiny_config: RunConfig, tmp_path: Path) -> None:
     tiny_config.epochs = 50
     paused = threading.Event()
-    events = []
+    events: list[Any] = []
 
-    def on_event(e):
+    def on_event(e: Any) -> None:
         events.append(e)
         if e.kind == "step" and e.global_step == 2:
             trainer.pause()
@@ -145,10 +153,10 @@ def test_pause_resume_and_stop_from_another_thread(tiny_config, tmp_path):
     assert saved["global_step"] == events[-2].global_step
 
 
-def test_stop_while_paused(tiny_config, tmp_path):
+def test_stop_while_paused(tiny_config: RunConfig, tmp_path: Path) -> None:
     tiny_config.epochs = 50
     trainer = Trainer(tiny_config, tmp_path / "run",
-                      on_event=lambda e: trainer.pause() if e.kind == "step" and e.global_step == 1 else None)
+                      on_event=lambda e: trainer.pause() if isinstance(e, StepEvent) and e.global_step == 1 else None)
     worker = threading.Thread(target=trainer.run)
     worker.start()
     deadline = time.time() + 60
@@ -160,7 +168,7 @@ def test_stop_while_paused(tiny_config, tmp_path):
     assert trainer.status == "stopped"
 
 
-def test_no_images_is_a_clear_failure(tmp_path):
+def test_no_images_is_a_clear_failure(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("hi")
     cfg = RunConfig(data_dir=str(tmp_path / "empty"), backbone="small-cnn", image_size=16, batch_size=4, device="cpu")
@@ -169,7 +177,7 @@ def test_no_images_is_a_clear_failure(tmp_path):
     assert status == "failed" and error.category == "data" and "no images" in error.message
 
 
-def test_streaming_path_trains_like_the_ram_cache(tiny_config, tmp_path):
+def test_streaming_path_trains_like_the_ram_cache(tiny_config: RunConfig, tmp_path: Path) -> None:
     """With no RAM budget the images stream from files; batches and so losses are the same."""
     tiny_config.epochs = 1
     _, cached = collect(tiny_config, tmp_path / "cached")
@@ -180,7 +188,7 @@ def test_streaming_path_trains_like_the_ram_cache(tiny_config, tmp_path):
     assert losses(streamed) == pytest.approx(losses(cached), rel=1e-6)
 
 
-def test_online_knn_reports_k_and_a_raw_pixel_baseline_first(tiny_config, tmp_path):
+def test_online_knn_reports_k_and_a_raw_pixel_baseline_first(tiny_config: RunConfig, tmp_path: Path) -> None:
     status, events = collect(tiny_config, tmp_path / "run")
     kinds = [e.kind for e in events]
     assert status == "completed" and kinds.count("baseline") == 1

@@ -33,7 +33,7 @@ class StepTimes:
         self._tick = time.perf_counter()
 
     def skip_pause(self) -> float:
-        """After a pause: its seconds (since the last step ended), which the next step does not count."""
+        """After a pause: its seconds (since the last step or the epoch start), which no step counts."""
         now = time.perf_counter()
         paused, self._tick = now - self._tick, now
         return paused

@@ -103,6 +103,7 @@ class Trainer:
         self.on_event = on_event
         self.resume = resume
         self.rank, self.world_size = rank, world_size
+        self.is_main = rank == 0  # only rank 0 writes events and checkpoints
         if gather is None and world_size > 1:
             from simclr_studio.distributed import gather_with_grad
 
@@ -125,10 +126,6 @@ class Trainer:
     def stop(self) -> None:
         self.control.stop()
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
     def emit(self, event: Event) -> None:
         if not self.is_main:
             if isinstance(event, ErrorEvent):  # only rank 0 writes events: say it here, or it is lost
@@ -145,7 +142,6 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # The budget's clock starts here: scanning and decoding are part of the time the user gave.
         self.budget = TimeBudget(self.cfg.minutes) if self.cfg.minutes else None
-        self.position = Position()
         if self.is_main:
             self._log = EventLog(self.folder.events_file)
         try:
@@ -177,13 +173,12 @@ class Trainer:
         self.status = "running"
         run, state = self._set_up()
         schedule = Schedule.for_epochs(self.cfg, self.world_size, run.source.steps_per_epoch)
-        self.position = self._restore(state, run, schedule)
+        start = self.position = self._restore(state, run, schedule)
         self.emit(RunStarted(run_dir=str(self.run_dir), device=describe(run.device), backbone=self.cfg.backbone,
                              n_images=len(run.scan), steps_per_epoch=schedule.steps_per_epoch,
-                             total_steps=schedule.total_steps, start_epoch=self.position.epoch,
-                             start_global_step=self.position.global_step, cached=run.source.cached,
-                             labeled=run.scan.labeled))
-        if self.position.global_step >= schedule.total_steps:
+                             total_steps=schedule.total_steps, start_epoch=start.epoch,
+                             start_global_step=start.global_step, cached=run.source.cached, labeled=run.scan.labeled))
+        if start.global_step >= schedule.total_steps:
             return "completed"
         knn = None
         if run.scan.labeled and self.cfg.eval_every and self.is_main:
@@ -235,6 +230,7 @@ class Trainer:
         return Setup(device, scan, source, model, train_model, optimizer, scaler, dtype, channels_last), state
 
     def _prepare_data(self, device: torch.device) -> tuple[ScanResult, BatchSource]:
+        """The folder's images and this process's batches (benchmarks/throughput.py notes what they were)."""
         return prepare_training_data(self.cfg, device, self.rank, self.world_size, self.emit,
                                      lambda: self.control.stop_asked)
 
@@ -283,9 +279,8 @@ class Trainer:
                 loss = self._agree.mean(loss)  # the global loss; NaN on any rank is NaN on all
             if not math.isfinite(loss):
                 self.emit(ErrorEvent(category="nan", message=(
-                    f"loss became {loss} at epoch {pos.epoch + 1}, step {step + 1}; training stopped and the last "
-                    f"good checkpoint was kept. Try a lower learning rate (now {lr:.4g}) or turn off mixed "
-                    "precision.")))
+                    f"loss became {loss} at epoch {pos.epoch + 1}, step {step + 1}; training stopped and the last good "
+                    f"checkpoint was kept. Try a lower learning rate (now {lr:.4g}) or turn off mixed precision.")))
                 return EpochResult(losses, time.perf_counter() - started, ended="failed")
             pos.step_done()
             losses.append(loss)

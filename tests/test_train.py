@@ -241,9 +241,12 @@ def test_a_time_budget_lays_the_schedule_over_the_minutes(tiny_config: RunConfig
 def test_a_stopped_time_budget_run_resumes_its_plan(tiny_config: RunConfig, tmp_path: Path) -> None:
     tiny_config.minutes = budget_minutes(pace_now(tiny_config, tmp_path / "warm-up"))
     status, first = collect(tiny_config, tmp_path / "run", stop_at=10)  # after the calibration steps
-    assert status == "stopped"
-    planned = [e for e in first if e.kind == "step"][-1].total_steps
-    assert [e.total_steps for e in first if e.kind == "plan"][-1] == planned
+    steps = [e for e in first if e.kind == "step"]
+    plans = [e.total_steps for e in first if e.kind == "plan"]
+    seen = f"{len(steps)} steps, plans {plans}, budget {tiny_config.minutes * 60:.1f} s"
+    assert status == "stopped", seen
+    planned = steps[-1].total_steps
+    assert plans and plans[-1] == planned, seen
     cfg = RunConfig.load(tmp_path / "run" / "config.json")
     status, second = collect(cfg, tmp_path / "run", resume=True)
     steps = [e for e in second if e.kind == "step"]

@@ -91,9 +91,9 @@ def score(cfg, run_dir: Path, train_paths: list[str], train_y: np.ndarray, test_
     import torch
 
     from simclr_studio.config import RunConfig
-    from simclr_studio.data import decode_all
     from simclr_studio.device import resolve_device
     from simclr_studio.evaluate import features_for_paths, raw_pixel_features
+    from simclr_studio.image_cache import decode_all
     from simclr_studio.model import build_model
     from simclr_studio.train import resolve_config
     from simclr_studio.trained import load_trained

@@ -50,7 +50,8 @@ def load_fmnist():
 def load_emoji(work: Path):
     from colour_data import build
 
-    from simclr_studio.data import decode_all, scan_folder
+    from simclr_studio.data import scan_folder
+    from simclr_studio.image_cache import decode_all
 
     out = []
     for folder in build(work)[:2]:

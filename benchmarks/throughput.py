@@ -63,10 +63,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch
 
 from simclr_studio.augment import make_views, normalize, step_generator
+from simclr_studio.batches import BatchSource
 from simclr_studio.config import RunConfig
-from simclr_studio.data import BatchSource, CacheLayout, decode_cache, plan_cache_layout, scan_folder, typical_side
+from simclr_studio.data import scan_folder, typical_side
 from simclr_studio.device import amp_dtype, resolve_device
 from simclr_studio.events import StepEvent
+from simclr_studio.image_cache import CacheLayout, decode_cache, plan_cache_layout
 from simclr_studio.loss import nt_xent
 from simclr_studio.model import build_model
 from simclr_studio.optim import build_optimizer

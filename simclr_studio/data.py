@@ -1,4 +1,4 @@
-"""Image folders: scanning, robust decoding, and the batch sources that feed training.
+"""Image folders: scanning and robust decoding of single images.
 
 A scan never crashes on bad files: every skipped file is listed with its reason.
 """
@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +20,9 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", 
 MAX_IMAGE_PIXELS = 120_000_000
 Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, reported, not silently padded
+
+# Whole images keep at most this aspect (the widest crop's); longer sides are cut, centred.
+MAX_CACHE_ASPECT = 4 / 3
 
 ProgressFn = Callable[[int, int], None]  # (done, total); total may be 0 when unknown
 
@@ -251,52 +253,6 @@ def decode_image(path: str | Path, size: int | None, short_side: int | None = No
         raise DataError(f"cannot decode ({type(exc).__name__}: {exc})") from None
 
 
-# Whole images are cached with the shorter side at CACHE_SCALE × the training size, so a random crop
-# of a large photo is cut from real pixels, not upsampled from a shrunk centre square (README: "Crops").
-CACHE_SCALE = 1.5
-MAX_CACHE_ASPECT = 4 / 3  # longer sides are cut to this aspect (the widest crop's), centred
-
-
-@dataclass(frozen=True)
-class CacheLayout:
-    """How training images are held. ``whole=False``: centre squares at ``side`` (images no larger than
-    the training size: nothing to gain). ``whole=True``: each whole image (aspect up to 4:3) with its
-    shorter side at ``side``, in the top-left of a ``stored`` × ``stored`` tensor, its (h, w) in extents."""
-
-    side: int
-    stored: int
-    whole: bool
-
-    def bytes_per_image(self) -> int:
-        return cache_bytes(1, self.stored)
-
-
-def plan_cache_layout(image_size: int, typical_side: int, budget_bytes: float | None = None,
-                      n_images: int = 0, scale: float = CACHE_SCALE) -> CacheLayout:
-    """The largest layout up to ``scale`` × ``image_size`` (never above the images' typical side) that
-    fits ``budget_bytes`` for ``n_images``; the plain training-size layout when none does."""
-    plain = CacheLayout(image_size, image_size, False)
-    if typical_side <= image_size:
-        return plain
-    side = min(int(round(scale * image_size)), typical_side)
-    while side > image_size:
-        layout = CacheLayout(side, int(np.ceil(side * MAX_CACHE_ASPECT)), True)
-        if budget_bytes is None or n_images * layout.bytes_per_image() <= budget_bytes:
-            return layout
-        side = max(image_size, int(side * 0.9))
-    return plain
-
-
-def decode_whole(path: str | Path, layout: CacheLayout) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decode for a whole-image layout: uint8 [stored, stored, 3] with the image in the top-left and
-    its (height, width); the shorter side is ``layout.side``, a longer side beyond 4:3 is cut centred."""
-    image = decode_image(path, None, short_side=layout.side)
-    h, w = image.shape[:2]
-    out = np.zeros((layout.stored, layout.stored, 3), dtype=np.uint8)
-    out[:h, :w] = image
-    return out, (h, w)
-
-
 def typical_side(paths: Sequence[str], sample: int = 16) -> int:
     """The median shorter side of a few images (header reads only)."""
     sides = []
@@ -328,211 +284,3 @@ def looks_grayscale(paths: Sequence[str], sample: int = 16) -> bool:
 
 def to_chw_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
-
-
-def cache_bytes(n_images: int, size: int) -> int:
-    return n_images * 3 * size * size
-
-
-def decode_all(
-    paths: Sequence[str],
-    size: int,
-    threads: int = 0,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> tuple[torch.Tensor, dict[int, str]]:
-    """Decode every path into one uint8 tensor [N, 3, size, size] (centre squares); failures come back
-    as {index: reason}. Rows of failed images are left zero; callers drop them."""
-    pixels, _, failures = decode_cache(paths, CacheLayout(size, size, False), threads, progress, should_stop)
-    return pixels, failures
-
-
-def decode_cache(
-    paths: Sequence[str],
-    layout: CacheLayout,
-    threads: int = 0,
-    progress: ProgressFn | None = None,
-    should_stop: Callable[[], bool] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, str]]:
-    """Decode every path in ``layout``: (uint8 pixels [N, 3, stored, stored], int16 extents [N, 2] of a
-    whole-image layout or None, {index: reason} of failures). PIL releases the GIL while decoding,
-    so a thread pool scales with cores."""
-    # A numpy buffer: the pool's threads must not call into PyTorch, or each would start its own
-    # OpenMP thread team, and those teams linger and compete with training for the cores.
-    out = np.zeros((len(paths), 3, layout.stored, layout.stored), dtype=np.uint8)
-    extents = np.zeros((len(paths), 2), dtype=np.int16) if layout.whole else None
-    failures: dict[int, str] = {}
-    threads = threads or min(8, os.cpu_count() or 1)
-
-    def work(i: int) -> None:
-        try:
-            if extents is None:
-                out[i] = decode_image(paths[i], layout.side).transpose(2, 0, 1)
-            else:
-                image, extents[i] = decode_whole(paths[i], layout)
-                out[i] = image.transpose(2, 0, 1)
-        except DataError as exc:
-            failures[i] = str(exc)
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        chunk = 256
-        for start in range(0, len(paths), chunk):
-            if should_stop is not None and should_stop():
-                raise InterruptedError("stopped while decoding images")
-            list(pool.map(work, range(start, min(start + chunk, len(paths)))))
-            if progress is not None:
-                progress(min(start + chunk, len(paths)), len(paths))
-    return torch.from_numpy(out), (torch.from_numpy(extents) if extents is not None else None), failures
-
-
-def without_failures(images: torch.Tensor, failures: dict[int, str]) -> torch.Tensor:
-    """The rows of a ``decode_all`` result whose images decoded (failed rows are only zeros)."""
-    if not failures:
-        return images
-    keep = torch.tensor([i for i in range(images.shape[0]) if i not in failures], dtype=torch.long)
-    return images.index_select(0, keep)
-
-
-class ImageFileDataset(torch.utils.data.Dataset):
-    """Decodes one file per item (the streaming path, for folders too large to cache in RAM).
-
-    Items are (pixels, extents, index); extents is (h, w) of a whole-image layout, else the stored side twice.
-    """
-
-    def __init__(self, paths: Sequence[str], size: int, layout: CacheLayout | None = None):
-        self.paths = list(paths)
-        self.size = size
-        self.layout = layout or CacheLayout(size, size, False)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        layout = self.layout
-        try:
-            if layout.whole:
-                image, hw = decode_whole(self.paths[index], layout)
-                return to_chw_tensor(image), torch.tensor(hw, dtype=torch.int16), index
-            image = decode_image(self.paths[index], layout.side)
-            return to_chw_tensor(image), torch.tensor((layout.stored, layout.stored), dtype=torch.int16), index
-        except DataError as exc:
-            # A file that passed the header check but fails to decode: use a grey image and
-            # flag it with index -1 so the trainer can report it; training keeps going.
-            warnings.warn(f"skipping {self.paths[index]}: {exc}", stacklevel=2)
-            grey = torch.full((3, layout.stored, layout.stored), 128, dtype=torch.uint8)
-            return grey, torch.tensor((layout.stored, layout.stored), dtype=torch.int16), -1
-
-
-def _ignore_sigint(worker_id: int) -> None:
-    """Loader workers leave Ctrl-C and SIGTERM (torchrun signals whole process groups) to the main
-    process, which stops training cleanly with a checkpoint."""
-    import signal
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    """The sample order of one epoch: a pure function of (seed, epoch), so resumed runs see the same order."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    return torch.randperm(n, generator=g)
-
-
-class BatchSource:
-    """Yields uint8 image batches [B, 3, S, S] for training, from a RAM cache or from files, and with
-    ``batches_with_extents`` the (pixels, extents) pairs of a whole-image layout (``CacheLayout``).
-
-    Every rank takes a strided share of the same epoch permutation (like DistributedSampler),
-    and the last incomplete batch is dropped (every step sees a full batch of negatives).
-    """
-
-    def __init__(
-        self,
-        paths: Sequence[str],
-        size: int,
-        batch_size: int,
-        seed: int,
-        cache: torch.Tensor | None = None,
-        num_workers: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        pin_memory: bool = False,
-        layout: CacheLayout | None = None,
-        extents: torch.Tensor | None = None,
-    ):
-        self.paths = list(paths)
-        self.layout = layout or CacheLayout(size, size, False)
-        self.extents = extents  # of the cached images, for a whole-image layout
-        self.size = size
-        self.batch_size = batch_size
-        self.seed = seed
-        self.cache = cache
-        self.num_workers = num_workers
-        self.rank = rank
-        self.world_size = world_size
-        self.pin_memory = pin_memory
-        self.decode_failures = 0  # streamed files that failed to decode (replaced by grey images)
-        self.check_batch_size(len(self.paths), batch_size, world_size)
-        self.steps_per_epoch = len(self.paths) // world_size // batch_size
-
-    @staticmethod
-    def check_batch_size(n_images: int, batch_size: int, world_size: int = 1) -> None:
-        """Raise DataError unless every process gets at least one full batch."""
-        if batch_size < 1:
-            raise DataError(f"batch size must be at least 1, got {batch_size}")
-        per_rank = n_images // world_size
-        if per_rank < 2 and per_rank < batch_size:
-            raise DataError(
-                f"only {per_rank} image(s) available" + (" per process" if world_size > 1 else "")
-                + f" for batch size {batch_size}; training needs at least 2 images per batch: add images"
-                + (" or use fewer processes" if world_size > 1 else "")
-            )
-        if per_rank < batch_size:
-            raise DataError(
-                f"batch size {batch_size} is larger than the {per_rank} images available"
-                + (" per process" if world_size > 1 else "")
-                + f"; use --batch-size {per_rank} or fewer"
-            )
-
-    @property
-    def cached(self) -> bool:
-        return self.cache is not None
-
-    def indices(self, epoch: int) -> torch.Tensor:
-        perm = epoch_permutation(len(self.paths), self.seed, epoch)
-        per_rank = len(self.paths) // self.world_size
-        return perm[self.rank :: self.world_size][:per_rank]
-
-    def batches(self, epoch: int, start_step: int = 0) -> Iterator[torch.Tensor]:
-        for pixels, _ in self.batches_with_extents(epoch, start_step):
-            yield pixels
-
-    def batches_with_extents(self, epoch: int,
-                             start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
-        """(pixels, extents) per step; extents is None unless the layout keeps whole images."""
-        order = self.indices(epoch)[: self.steps_per_epoch * self.batch_size]
-        order = order[start_step * self.batch_size :]
-        whole = self.layout.whole
-        if self.cache is not None:
-            for start in range(0, len(order), self.batch_size):
-                rows = order[start : start + self.batch_size]
-                extents = self.extents.index_select(0, rows) if whole and self.extents is not None else None
-                yield self.cache.index_select(0, rows), extents
-            return
-        loader = torch.utils.data.DataLoader(
-            ImageFileDataset(self.paths, self.size, self.layout),
-            batch_size=self.batch_size,
-            sampler=order.tolist(),
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            worker_init_fn=_ignore_sigint,
-            persistent_workers=False,
-            drop_last=True,
-        )
-        for images, extents, index in loader:
-            self.decode_failures += int((index < 0).sum())
-            yield images, (extents if whole else None)
-
-
-def fits_in_ram(n_images: int, size: int, budget_gb: float) -> bool:
-    return cache_bytes(n_images, size) <= budget_gb * (1 << 30)

@@ -174,7 +174,7 @@ def features_for_paths(
     Returns (features of the images that decoded, in order; {index: reason} of those that did not).
     ``should_stop`` is checked between chunks; when it holds, InterruptedError is raised.
     """
-    from simclr_studio.data import decode_all, without_failures
+    from simclr_studio.image_cache import decode_all, without_failures
 
     parts: list[np.ndarray] = []
     failures: dict[int, str] = {}

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from simclr_studio.augment import centre_view
-from simclr_studio.data import BatchSource, ScanResult
+from simclr_studio.batches import BatchSource
+from simclr_studio.data import ScanResult
 from simclr_studio.evaluate import extract_features, iter_batches, knn_sample, leave_one_out_knn, raw_pixel_features
 from simclr_studio.events import BaselineEvent, EvalEvent
 from simclr_studio.model import SimCLRModel

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from simclr_studio.augment import make_views, normalize, step_generator
+from simclr_studio.batches import BatchSource
 from simclr_studio.budget import CALIBRATION_STEPS, StepTimes, TimeBudget
 from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint
 from simclr_studio.config import ConfigError, RunConfig
-from simclr_studio.data import BatchSource, DataError, ScanResult
+from simclr_studio.data import DataError, ScanResult
 from simclr_studio.device import amp_dtype, describe, resolve_device
 from simclr_studio.events import (
     CheckpointEvent,

@@ -7,19 +7,11 @@ from collections.abc import Callable
 
 import torch
 
+from simclr_studio.batches import BatchSource
 from simclr_studio.config import RunConfig
-from simclr_studio.data import (
-    BatchSource,
-    DataError,
-    ScanResult,
-    decode_cache,
-    fits_in_ram,
-    plan_cache_layout,
-    scan_folder,
-    typical_side,
-    without_failures,
-)
+from simclr_studio.data import DataError, ScanResult, scan_folder, typical_side
 from simclr_studio.events import Event, LogEvent, PrepareProgress
+from simclr_studio.image_cache import decode_cache, fits_in_ram, plan_cache_layout, without_failures
 
 
 def prepare_training_data(cfg: RunConfig, device: torch.device, rank: int, world_size: int,

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from simclr_studio.augment import centre_view, random_resized_crop, step_generator
-from simclr_studio.data import CacheLayout, decode_cache, decode_image, decode_whole, plan_cache_layout
+from simclr_studio.data import decode_image
+from simclr_studio.image_cache import CacheLayout, decode_cache, decode_whole, plan_cache_layout
 
 
 def test_layout_keeps_small_images_as_they_were():

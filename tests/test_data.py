@@ -17,20 +17,9 @@ import torch
 from PIL import Image
 
 from simclr_studio import data
-from simclr_studio.data import (
-    BatchSource,
-    DataError,
-    ImageFileDataset,
-    ScanResult,
-    SkippedFile,
-    cache_bytes,
-    decode_all,
-    decode_image,
-    epoch_permutation,
-    fits_in_ram,
-    scan_folder,
-    to_chw_tensor,
-)
+from simclr_studio.batches import BatchSource, ImageFileDataset, epoch_permutation
+from simclr_studio.data import DataError, ScanResult, SkippedFile, decode_image, scan_folder, to_chw_tensor
+from simclr_studio.image_cache import cache_bytes, decode_all, fits_in_ram
 
 needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink") or os.name == "nt", reason="needs POSIX symlinks")
 

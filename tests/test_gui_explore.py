@@ -74,8 +74,8 @@ def test_embedding_fills_the_scatter(explorer):
 
 def test_quality_uses_the_train_tabs_knn_protocol(explorer):
     """The kNN column is the online kNN's: leave-one-out on the same class-balanced sample, same k."""
-    from simclr_studio.data import decode_all
     from simclr_studio.evaluate import knn_sample, leave_one_out_knn, raw_pixel_features
+    from simclr_studio.image_cache import decode_all
 
     win, panel = explorer
     emb, quality = panel.session.embeddings, panel.session.quality
@@ -95,8 +95,8 @@ def test_raw_pixels_are_reduced_as_the_trainers_baseline(trained, tmp_path):
     import torch
 
     from simclr_studio.augment import centre_view
-    from simclr_studio.data import decode_all
     from simclr_studio.evaluate import BASELINE_MAX_SIDE, raw_pixel_features
+    from simclr_studio.image_cache import decode_all
     from simclr_studio.session.quality import raw_pixels
 
     data, _ = trained

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from simclr_studio.data import ProgressFn, ScanResult, decode_all, without_failures
+from simclr_studio.data import ProgressFn, ScanResult
 from simclr_studio.embeddings import Embeddings, embed_cached
 from simclr_studio.evaluate import (
     knn_sample,
@@ -22,6 +22,7 @@ from simclr_studio.evaluate import (
     raw_pixel_features,
     stratified_split,
 )
+from simclr_studio.image_cache import decode_all, without_failures
 from simclr_studio.trained import TrainedModel
 
 ROWS = (("trained", "This checkpoint"), ("random", "Random encoder"), ("raw", "Raw pixels"))

@@ -106,6 +106,7 @@ def test_help_everywhere(capsys):
         assert code == 0 and "usage: simclr-studio" in out
 
 
+@pytest.mark.slow  # signals to a training process, then a resume
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes(tmp_path, image_folder):
     """SIGINT during training → checkpoint at the next step, exit 130; --resume then completes."""
     run = tmp_path / "run"
@@ -173,6 +174,7 @@ def test_config_file_and_flags(capsys, tmp_path, image_folder):
     assert saved.augment.mask_p == 0.0 and saved.seed == 11 and saved.batch_size == 8 and saved.image_size == 16
 
 
+@pytest.mark.slow  # a training process with loader workers
 def test_pipe_mode_with_streaming_loader_workers_does_not_hang(tmp_path, image_folder):
     # The stdin reader must not hold a lock that a forked DataLoader worker would wait on for ever.
     from simclr_studio.config import RunConfig

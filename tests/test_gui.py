@@ -121,6 +121,7 @@ def test_changing_a_control_updates_the_preview(window, qtbot, tmp_path):
     assert window.train_panel.config().augment == aug.augment_config()
 
 
+@pytest.mark.slow  # trains end to end through the window
 def test_training_streams_points_into_the_loss_plot_and_reopens(window, qtbot, tmp_path):
     folder = make_image_folder(tmp_path / "imgs", classes=3, per_class=8)
     load(window, qtbot, folder)
@@ -153,6 +154,7 @@ def test_training_streams_points_into_the_loss_plot_and_reopens(window, qtbot, t
     assert list(panel.plots.loss_raw.getData()[0]) == list(range(1, 10))
 
 
+@pytest.mark.slow  # trains end to end through the window
 def test_pause_continue_and_stop(window, qtbot, tmp_path):
     folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
     load(window, qtbot, folder)
@@ -221,6 +223,7 @@ def test_following_a_run_written_by_another_process(window, qtbot, tmp_path):
         worker.join(60)
 
 
+@pytest.mark.slow  # trains end to end through the window
 def test_closing_during_training_asks_then_stops_cleanly(window, qtbot, tmp_path, monkeypatch):
     folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
     load(window, qtbot, folder)
@@ -262,6 +265,7 @@ def test_a_newer_folder_wins_over_a_slower_scan(window, qtbot, tmp_path):
     assert window.train_session.data_dir == str(second)
 
 
+@pytest.mark.slow  # trains end to end through the window
 def test_augment_settings_lock_while_a_run_owns_them(window, qtbot, tmp_path):
     folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
     load(window, qtbot, folder)

@@ -63,6 +63,7 @@ def test_all_gpus_launches_torchrun(two_gpu_window, qtbot, tmp_path, monkeypatch
     assert "not launched in this test" in panel.error_banner.text()
 
 
+@pytest.mark.slow  # two processes under torchrun
 def test_a_two_process_run_reports_through_the_app(tmp_path, tiny_config):
     # The same path on CPU (gloo): torchrun's rank 0 speaks on the pipe, the app's session follows it.
     from simclr_studio.session.train import TrainSession

@@ -122,6 +122,7 @@ def test_what_the_user_chose_survives_a_new_folder(window, qtbot, tmp_path):
     assert not panel.form.length.is_minutes() and panel.config().minutes is None
 
 
+@pytest.mark.slow  # trains end to end through the window
 def test_length_locks_while_running_and_a_resumed_budget_keeps_its_plan(window, qtbot, tmp_path):
     panel = window.train_panel
     load(window, qtbot, make_image_folder(tmp_path / "imgs", classes=2, per_class=8))

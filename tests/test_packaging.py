@@ -38,6 +38,7 @@ def wheel(tmp_path_factory) -> Path:
     return found
 
 
+@pytest.mark.slow  # builds a wheel
 def test_wheel_contains_the_resources(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     res = "simclr_studio/resources/"
@@ -47,6 +48,7 @@ def test_wheel_contains_the_resources(wheel):
     assert not any("screenshots" in n for n in names)  # documentation images stay out of the wheel
 
 
+@pytest.mark.slow  # builds a wheel
 def test_wheel_holds_every_package_and_no_dev_script(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     source = {p.relative_to(REPO).as_posix() for p in (REPO / "simclr_studio").rglob("*.py")}
@@ -61,6 +63,7 @@ def test_wheel_holds_every_package_and_no_dev_script(wheel):
     assert "simclr-studio = simclr_studio.__main__:main" in scripts
 
 
+@pytest.mark.slow  # builds a wheel, installs it in a fresh environment
 def test_wheel_installs_and_trains_in_a_fresh_environment(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

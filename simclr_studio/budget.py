@@ -101,9 +101,15 @@ class TimeBudget:
         seconds_per_step = max(seconds_per_step, 1e-6)
         epoch_end = max(self._epoch_end_s[-3:]) if self._epoch_end_s else 0.0
         left = self.budget_s - self.used_s() - epoch_end  # the final epoch end (kNN, checkpoint) included
-        steps_left = max(0, int(left / seconds_per_step))
-        for _ in range(3):  # epoch ends between here and the end also cost time
-            ends = (global_step + steps_left) // steps_per_epoch - global_step // steps_per_epoch
-            steps_left = max(0, int((left - ends * epoch_end) / seconds_per_step))
-        total = global_step + max(1, steps_left)
+
+        def cost(steps: int) -> float:  # the steps, and the epoch ends they cross (kNN, checkpoint)
+            ends = (global_step + steps) // steps_per_epoch - global_step // steps_per_epoch
+            return steps * seconds_per_step + ends * epoch_end
+
+        # The most steps whose cost fits what is left (cost grows with steps: a binary search).
+        lo, hi = 0, max(0, int(left / seconds_per_step))
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if cost(mid) <= left else (lo, mid - 1)
+        total = global_step + max(1, lo)
         return total, int(math.ceil(WARMUP_FRACTION * total))

@@ -89,6 +89,16 @@ def test_plan_reserves_time_for_epoch_ends_and_never_plans_zero_steps():
     assert budget.plan(global_step=7, seconds_per_step=0.1, steps_per_epoch=100)[0] == 8
 
 
+def test_plan_when_an_epoch_end_costs_more_than_its_steps():
+    """Slow epoch ends (a checkpoint on a busy disk) must shorten the plan, not collapse it: with
+    2.4 s left, 0.05 s a step, 3 steps an epoch and 0.2 s an epoch end, 20 steps fit (21 cost 2.45 s)."""
+    budget = TimeBudget(minutes=1.0)
+    budget.used_before_s = 60.0 - 2.4 - 0.2  # 2.4 s left once the final epoch end is set aside
+    budget.add_epoch_end(0.2)
+    total, _ = budget.plan(global_step=0, seconds_per_step=0.05, steps_per_epoch=3)
+    assert total in (19, 20)  # the clock ran on a little between setting used time and planning
+
+
 def test_pauses_do_not_count_as_used_time():
     budget = TimeBudget(minutes=1.0, used_s=10.0)
     time.sleep(0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -42,3 +43,57 @@ def tiny_config(image_folder: Path):
 
     return RunConfig(data_dir=str(image_folder), backbone="small-cnn", image_size=16, batch_size=8, epochs=2,
                      device="cpu", optimizer="sgd", eval_every=1, seed=3)
+
+
+class FakeChild:
+    """Stands in for the training process (training_link.ChildRun) where only how it was asked to
+    run is under test: records how it was made (``args`` as passed) and ends at once."""
+
+    made: list = []
+
+    def __init__(self, kind, run_dir, *args):
+        self.kind, self.run_dir, self.args = kind, Path(run_dir), args
+        self.status = "stopped"
+        FakeChild.made.append(self)
+
+    @property
+    def epochs(self):
+        return self.args[0] if self.kind == "resume" else None
+
+    @classmethod
+    def new_run(cls, cfg, run_dir, nproc=1):
+        return cls("new", run_dir, cfg, nproc)
+
+    @classmethod
+    def resume(cls, run_dir, epochs=None, device=None, nproc=1):
+        return cls("resume", run_dir, epochs, device, nproc)
+
+    def start(self):
+        pass
+
+    def drain(self):
+        return []
+
+    def is_running(self):
+        return False
+
+
+def write_run(run: Path, cfg, events: list, checkpoint: bool, age_s: float = 0.0) -> Path:
+    """A run folder as a trainer leaves it (the checkpoint a placeholder); ``age_s``: how long ago its
+    events file was written."""
+    from simclr_studio.events import EventLog
+    from simclr_studio.run_folder import RunFolder
+
+    run.mkdir(parents=True)
+    cfg.save(run / "config.json")
+    log = EventLog(run / "events.jsonl")
+    for event in events:
+        log.write(event)
+    log.close()
+    if age_s:
+        then = time.time() - age_s
+        os.utime(run / "events.jsonl", (then, then))
+    if checkpoint:
+        RunFolder(run).last_checkpoint.parent.mkdir()
+        RunFolder(run).last_checkpoint.write_bytes(b"placeholder")
+    return run

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("PySide6")
-from conftest import make_image_folder
+from conftest import FakeChild, make_image_folder, write_run
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
 from simclr_studio.config import RunConfig
-from simclr_studio.events import BaselineEvent, EvalEvent, EventLog, PlanEvent, RunFinished, RunStarted, StepEvent
-from simclr_studio.run_folder import RunFolder
+from simclr_studio.events import BaselineEvent, EvalEvent, PlanEvent, RunFinished, RunStarted, StepEvent
 
 
 @pytest.fixture
@@ -54,20 +53,6 @@ def started(total_steps=6, steps_per_epoch=3, labeled=True, start_global_step=0)
 def step(n, total, eta=30.0) -> StepEvent:
     return StepEvent(epoch=(n - 1) // 3, step=(n - 1) % 3, global_step=n, total_steps=total, loss=5.0 - 0.01 * n,
                      lr=0.1, images_per_s=100.0, eta_s=eta)
-
-
-def write_run(run: Path, cfg: RunConfig, events: list, checkpoint: bool) -> Path:
-    """A run folder as the trainer leaves it (the checkpoint's content does not matter to the form)."""
-    run.mkdir(parents=True)
-    cfg.save(run / "config.json")
-    log = EventLog(run / "events.jsonl")
-    for event in events:
-        log.write(event)
-    log.close()
-    if checkpoint:
-        RunFolder(run).last_checkpoint.parent.mkdir()
-        RunFolder(run).last_checkpoint.write_bytes(b"placeholder")
-    return run
 
 
 # ---- Train tab: the time budget ------------------------------------------------------------------
@@ -144,30 +129,6 @@ def test_length_locks_while_running_and_a_resumed_budget_keeps_its_plan(window, 
     assert not panel.form.length.mode.isEnabled() and not panel.form.minutes.isEnabled()
     panel.new_button.click()
     assert panel.form.length.mode.isEnabled() and panel.form.minutes.isEnabled()
-
-
-class FakeChild:
-    """Stands in for the training process (training_link.ChildRun): records what it was asked to run."""
-
-    made: list = []
-
-    def __init__(self, kind, run_dir, epochs=None, device=None, nproc=1):
-        self.kind, self.run_dir, self.epochs, self.device, self.nproc = kind, Path(run_dir), epochs, device, nproc
-        self.status = "stopped"
-        FakeChild.made.append(self)
-
-    @classmethod
-    def resume(cls, run_dir, epochs=None, device=None, nproc=1):
-        return cls("resume", run_dir, epochs, device, nproc)
-
-    def start(self):
-        pass
-
-    def drain(self):
-        return []
-
-    def is_running(self):
-        return False
 
 
 def test_resume_rule_for_budgeted_and_epoch_runs(window, tmp_path, monkeypatch):

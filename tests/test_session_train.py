@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_image_folder
+from conftest import FakeChild, make_image_folder, write_run
 
 from simclr_studio.config import RunConfig
 from simclr_studio.events import (
@@ -63,23 +63,6 @@ def started(total_steps=6, steps_per_epoch=3) -> RunStarted:
 def step(n, total) -> StepEvent:
     return StepEvent(epoch=(n - 1) // 3, step=(n - 1) % 3, global_step=n, total_steps=total, loss=5.0 - 0.01 * n,
                      lr=0.1, images_per_s=100.0, eta_s=1.0)
-
-
-def write_run(run: Path, cfg: RunConfig, events: list, checkpoint: bool, age_s: float = 0.0) -> Path:
-    """A run folder as a trainer leaves it; ``age_s``: how long ago its events file was written."""
-    run.mkdir(parents=True)
-    cfg.save(run / "config.json")
-    log = EventLog(run / "events.jsonl")
-    for event in events:
-        log.write(event)
-    log.close()
-    if age_s:
-        then = time.time() - age_s
-        os.utime(run / "events.jsonl", (then, then))
-    if checkpoint:
-        RunFolder(run).last_checkpoint.parent.mkdir()
-        RunFolder(run).last_checkpoint.write_bytes(b"placeholder")
-    return run
 
 
 # ---- real training processes -----------------------------------------------------------------------
@@ -159,34 +142,6 @@ def test_a_failing_run_reports_its_error(tmp_path):
 
 
 # ---- the resume rule (no process) ------------------------------------------------------------------
-class FakeChild:
-    """Stands in for ChildRun: records how it was made; ends at once."""
-
-    made: list = []
-
-    def __init__(self, kind, run_dir, *args):
-        self.kind, self.run_dir, self.args = kind, Path(run_dir), args
-        self.status = "stopped"
-        FakeChild.made.append(self)
-
-    @classmethod
-    def new_run(cls, cfg, run_dir, nproc=1):
-        return cls("new", run_dir, cfg, nproc)
-
-    @classmethod
-    def resume(cls, run_dir, epochs=None, device=None, nproc=1):
-        return cls("resume", run_dir, epochs, device, nproc)
-
-    def start(self):
-        pass
-
-    def drain(self):
-        return []
-
-    def is_running(self):
-        return False
-
-
 def test_resume_keeps_a_budgeted_plan_and_lengthens_an_epochs_run(tmp_path, monkeypatch):
     import simclr_studio.session.train as train_session
 

@@ -6,6 +6,7 @@
     RUN_DIR/events.jsonl         every event of every session of the run (followers read it live)
     RUN_DIR/train.log            what the training process printed when the app started it
     RUN_DIR/embeddings/          cached features of folders embedded with the run's checkpoints
+    RUN_DIR/writer.lock          held by the one process writing the run (see run_lock)
 """
 
 from __future__ import annotations
@@ -13,10 +14,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint
 from simclr_studio.config import RunConfig
 from simclr_studio.events import Event, RunFinished, read_events
+from simclr_studio.run_lock import LOCK_FILE, Writer, current_writer
 
 CONFIG_FILE = "config.json"
 EVENTS_FILE = "events.jsonl"
@@ -67,6 +70,10 @@ class RunFolder:
     def embeddings_dir(self) -> Path:
         return self.path / EMBEDDINGS_DIR
 
+    @property
+    def lock_file(self) -> Path:
+        return self.path / LOCK_FILE
+
     def epoch_checkpoint(self, epoch: int) -> Path:
         return self.checkpoint_dir / f"epoch_{epoch:04d}.pt"
 
@@ -100,8 +107,12 @@ class RunFolder:
     def state(self, events: list[Event] | None = None, now: float | None = None) -> RunState:
         """live: another process is writing it; resumable: a checkpoint to continue from (a
         completed run can be lengthened too); finished: ended with nothing to resume; new: empty."""
+        if self.writer() is not None:
+            return "live"
         events = self.events() if events is None else events
         finished = bool(events) and isinstance(events[-1], RunFinished)
+        # A writer whose lock this machine cannot see (an older version, another machine on a
+        # shared folder without lock support) still shows by its recent events.
         if not finished and self.events_file.exists():
             now = time.time() if now is None else now
             if now - self.events_file.stat().st_mtime < LIVE_WINDOW_S:
@@ -109,6 +120,27 @@ class RunFolder:
         if self.can_resume():
             return "resumable"
         return "finished" if self.is_run() else "new"
+
+    def writer(self) -> Writer | None:
+        """The process training this run now (it holds the writer lock), or None."""
+        return current_writer(self.path)
+
+    def checkpoint_to_resume(self) -> tuple[Path, dict[str, Any], str | None]:
+        """(path, state, note) of the checkpoint a resume starts from: last.pt when it loads, else
+        the newest per-epoch checkpoint that does, with a note saying which and why."""
+        reasons = []
+        for path in [self.last_checkpoint] + sorted(self.epoch_checkpoints(), reverse=True):
+            if not path.exists():
+                reasons.append(f"{path.name} is missing")
+                continue
+            try:
+                state = load_training_checkpoint(path)
+            except CheckpointError as exc:
+                reasons.append(str(exc))
+                continue
+            note = None if path == self.last_checkpoint else f"resuming from {path.name}: {'; '.join(reasons)}"
+            return path, state, note
+        raise CheckpointError(f"no usable checkpoint in {self.checkpoint_dir}: " + "; ".join(reasons))
 
     def last_status(self, events: list[Event] | None = None) -> str | None:
         """How the run's last session ended ("completed", "stopped", "failed"), or None."""

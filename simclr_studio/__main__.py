@@ -18,9 +18,13 @@ from simclr_studio import cli
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    if cli.is_command(argv):
-        return cli.main(argv)
-    return open_app(argv)
+    try:
+        if cli.is_command(argv):
+            return cli.main(argv)
+        return open_app(argv)
+    except KeyboardInterrupt:  # Ctrl-C while the app's or a command's modules load: no traceback
+        print("simclr-studio: interrupted", file=sys.stderr)
+        return cli.EXIT_INTERRUPTED
 
 
 def open_app(argv: list[str]) -> int:

@@ -159,11 +159,13 @@ def event_from_dict(data: dict[str, Any]) -> Event | None:
 
 
 class EventLog:
-    """Appends events to events.jsonl; each line is flushed so followers see it at once."""
+    """Appends events to events.jsonl; each line is flushed so followers see it at once. A half-written
+    last line left by a killed writer is cut off first (``repair_last_line``)."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        repair_last_line(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def write(self, event: Event) -> None:
@@ -174,6 +176,35 @@ class EventLog:
 
     def close(self) -> None:
         self._file.close()
+
+
+def repair_last_line(path: Path) -> bool:
+    """Cut a half-written last line (a writer killed mid-line) off an events file, so the next event
+    appended is a whole line of its own; True when something was cut. Every complete line is kept."""
+    try:
+        f = open(path, "rb+")
+    except FileNotFoundError:
+        return False
+    with f:
+        size = f.seek(0, 2)
+        if size == 0:
+            return False
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return False
+        keep = 0
+        block = 1 << 16
+        pos = size
+        while pos > 0:  # back from the end to the last newline (the partial line is short)
+            start = max(0, pos - block)
+            f.seek(start)
+            found = f.read(pos - start).rfind(b"\n")
+            if found >= 0:
+                keep = start + found + 1
+                break
+            pos = start
+        f.truncate(keep)
+    return True
 
 
 def read_events(path: Path) -> list[Event]:

@@ -11,13 +11,16 @@
 
 from __future__ import annotations
 
+import json
+import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint
-from simclr_studio.config import RunConfig
+from simclr_studio.config import ConfigError, RunConfig
 from simclr_studio.events import Event, RunFinished, read_events
 from simclr_studio.run_lock import LOCK_FILE, Writer, current_writer
 
@@ -86,8 +89,46 @@ class RunFolder:
         return self.config_file.is_file()
 
     def can_resume(self) -> bool:
-        """A checkpoint to continue from (a new run must not be started here)."""
-        return self.last_checkpoint.exists()
+        """A checkpoint to continue from: last.pt, or a per-epoch one when last.pt is lost (a new run
+        must not be started here). Existence only: checkpoint_to_resume says which one loads."""
+        return self.last_checkpoint.exists() or any(self.checkpoint_dir.glob("epoch_*.pt"))
+
+    def holds_run(self) -> bool:
+        """Anything a run writes is here (its config, events or checkpoints): a new run may not
+        start here unless the old one is moved aside (``move_aside``)."""
+        return self.config_file.exists() or self.events_file.exists() or self.checkpoint_dir.exists()
+
+    def is_empty(self) -> bool:
+        """A new path, or a folder holding nothing (but perhaps a free writer lock, or the log of the
+        app's training process, which it opens just before the process starts)."""
+        if not self.path.exists():
+            return True
+        return self.path.is_dir() and all(p.name in (LOCK_FILE, PROCESS_LOG) for p in self.path.iterdir())
+
+    def new_run_problem(self) -> str | None:
+        """Why a new run may not be written here (one line), or None: only a new path or an empty
+        folder may be. A run folder is kept (resume it, or move it aside); any other folder is the
+        user's, and nothing in it is touched."""
+        if self.path.exists() and not self.path.is_dir():
+            return f"{self.path} is a file, not a run folder"
+        if self.is_empty():
+            return None
+        if self.holds_run():
+            return (f"{self.path} already holds a run: --resume continues it, --overwrite moves it aside "
+                    "and starts a new one, or choose another --out")
+        return f"{self.path} is not empty and not a run folder: choose a new or empty folder for the run"
+
+    def move_aside(self) -> Path:
+        """Rename the run folder to ``NAME.old-YYYYmmdd-HHMMSS`` beside it (never deletes); returns
+        the new path."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        target = self.path.with_name(f"{self.path.name}.old-{stamp}")
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.path.with_name(f"{self.path.name}.old-{stamp}-{n}")
+        os.rename(self.path, target)
+        return target
 
     def checkpoints(self) -> list[Path]:
         """last.pt first, then the kept per-epoch checkpoints, newest first."""
@@ -101,6 +142,23 @@ class RunFolder:
     def load_config(self) -> RunConfig:
         return RunConfig.load(self.config_file)
 
+    def saved_config(self) -> RunConfig:
+        """The run's config: config.json, or when it is missing the copy every checkpoint holds."""
+        if self.config_file.exists() or not self.can_resume():
+            return self.load_config()
+        _, state, _ = self.checkpoint_to_resume()
+        try:
+            return RunConfig.from_dict(json.loads(state["config"]))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"config.json is missing and the checkpoint's copy is unreadable: {exc}") from exc
+
+    def restore_config(self) -> str | None:
+        """Write config.json back from the checkpoint when it is missing; returns a note saying so."""
+        if self.config_file.exists():
+            return None
+        self.saved_config().save(self.config_file)
+        return f"config.json was missing: rebuilt from the checkpoint in {self.checkpoint_dir}"
+
     def events(self) -> list[Event]:
         return read_events(self.events_file) if self.events_file.exists() else []
 
@@ -112,8 +170,9 @@ class RunFolder:
         events = self.events() if events is None else events
         finished = bool(events) and isinstance(events[-1], RunFinished)
         # A writer whose lock this machine cannot see (an older version, another machine on a
-        # shared folder without lock support) still shows by its recent events.
-        if not finished and self.events_file.exists():
+        # shared folder without lock support) still shows by its recent events; a writer of this
+        # machine that took the lock and no longer holds it has ended, however recent its events.
+        if not finished and self.events_file.exists() and not self._ended_here():
             now = time.time() if now is None else now
             if now - self.events_file.stat().st_mtime < LIVE_WINDOW_S:
                 return "live"
@@ -124,6 +183,14 @@ class RunFolder:
     def writer(self) -> Writer | None:
         """The process training this run now (it holds the writer lock), or None."""
         return current_writer(self.path)
+
+    def _ended_here(self) -> bool:
+        """The last writer ran on this machine and its lock is free (checked just before): it ended."""
+        try:
+            last = Writer.from_text(self.lock_file.read_text(encoding="utf-8", errors="replace"))
+        except OSError:
+            return False
+        return last is not None and last.host == socket.gethostname()
 
     def checkpoint_to_resume(self) -> tuple[Path, dict[str, Any], str | None]:
         """(path, state, note) of the checkpoint a resume starts from: last.pt when it loads, else

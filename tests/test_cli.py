@@ -212,7 +212,7 @@ def test_train_flags_come_in_groups():
     assert groups["optimisation"] == {"batch_size", "optimizer", "lr", "temperature", "seed"}
     assert groups["augmentation"] == {"mask"}
     assert groups["device and processes"] == {"device", "num_workers", "nproc"}
-    assert groups["output"] == {"out", "resume", "quiet", "link"}
+    assert groups["output"] == {"out", "resume", "overwrite", "quiet", "link"}
     flags = {s for a in train_parser()._actions for s in a.option_strings}
     assert {"--out", "--demo", "--config", "--resume", "--minutes", "--epochs", "--batch-size", "--backbone",
             "--image-size", "--device", "--optimizer", "--lr", "--temperature", "--weights", "--mask",

@@ -268,7 +268,7 @@ def test_following_a_live_run_until_it_finishes(tmp_path):
     session = TrainSession()
     assert session.open(run) == "live" and session.state == "following" and not session.is_running()
     update = session.poll()
-    assert update.reset and "Following a run written by another process" in update.lines[0]
+    assert update.reset and "Training elsewhere" in update.lines[0]
     assert session.history.steps == [1, 2]
     with pytest.raises(TrainError, match="following a run of another process"):
         session.start(tiny(tmp_path / "imgs"), tmp_path / "new")

@@ -5,8 +5,9 @@
     train      ``train``: the run's config, processes, progress on the terminal, the app's link, signals
     features   ``embed``, ``eval`` and ``export``: what a trained encoder gives
 
-Expected failures (missing folder, bad config, corrupt checkpoint...) print one line and exit 2;
-only real bugs print a traceback. Opening the desktop app is the launcher's (``simclr_studio.__main__``):
+Expected failures (missing folder, bad config, corrupt checkpoint, a run folder another process
+writes...) print one line and exit 2; Ctrl-C before a run can stop cleanly prints "interrupted" and
+exits 130; only real bugs print a traceback. Opening the desktop app is the launcher's (``simclr_studio.__main__``):
 nothing here imports the app.
 """
 
@@ -44,12 +45,26 @@ def demo_folder() -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
-    if argv[:1] == [TORCHRUN]:
-        return _torchrun(argv[1:])
+    try:
+        if argv[:1] == [TORCHRUN]:
+            return _torchrun(argv[1:])
+        expected = _expected_errors()  # imports torch: Ctrl-C here is "interrupted" too
+        return _run(argv, expected)
+    except KeyboardInterrupt:  # before the run's own handlers are set (start-up imports), or an abort
+        print("simclr-studio: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def _expected_errors() -> tuple[type[Exception], ...]:
     from simclr_studio.checkpoint import CheckpointError
     from simclr_studio.config import ConfigError
     from simclr_studio.data import DataError
+    from simclr_studio.run_lock import RunBusyError
 
+    return CliError, CheckpointError, ConfigError, DataError, RunBusyError
+
+
+def _run(argv: list[str], expected: tuple[type[Exception], ...]) -> int:
     try:
         from simclr_studio.cli.parser import parse_args
 
@@ -59,15 +74,12 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return EXIT_USAGE
         return int(args.func(args))
-    except (CliError, CheckpointError, ConfigError, DataError) as exc:
+    except expected as exc:
         print(f"simclr-studio: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:  # a path that is a folder, a full disk, no permission...
         print(f"simclr-studio: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("simclr-studio: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
 
 
 def _torchrun(argv: list[str]) -> int:

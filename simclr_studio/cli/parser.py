@@ -121,6 +121,9 @@ def add_train_parser(sub: Subparsers, defaults: dict[str, Any]) -> None:
     output = t.add_argument_group("output")
     output.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder for config, checkpoints and events")
     output.add_argument("--resume", action="store_true", help="continue the run in RUN_DIR from its last checkpoint")
+    output.add_argument("--overwrite", action="store_true",
+                        help="start a new run in RUN_DIR even though it holds one: the old run is moved aside "
+                             "to RUN_DIR.old-DATE-TIME, never deleted")
     output.add_argument("--quiet", action="store_true", help="no progress bars")
     output.add_argument("--link", action="store_true", help=argparse.SUPPRESS)  # the app's link: see training_link
     t.set_defaults(func=cmd_train, given=frozenset(), **defaults)

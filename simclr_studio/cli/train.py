@@ -1,11 +1,13 @@
 """``simclr-studio train``: one run, from its config to its final line.
 
-    cmd_train            several processes (--nproc) or one; the process group's lifetime
+    cmd_train            several processes (--nproc, see stopping.launch_torchrun) or one; the process group's lifetime
     run_config           a new run's config: a config file or the default recipe, then the flags
     resumed_config       a resumed run's: the saved one (run_folder.resume_config), naming what it ignores
     ProgressPrinter      events on the terminal: tqdm bars, and lines in the one wording (session.wording)
     AppLink              ``--link``: events to the app as JSON lines, its commands from stdin (training_link)
-    run_until_stopped    SIGINT/SIGTERM stop the run with a checkpoint
+    run_guard            one writer per run folder; a new run only in a new or empty folder (--overwrite
+                         moves an old run aside); a resume rebuilds a lost config.json
+    stopping             signals stop the run with a checkpoint; the events always end with a final state
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 from simclr_studio.cli import DEMO_MINUTES, EXIT_INTERRUPTED, CliError, demo_folder
 from simclr_studio.cli.parser import RUN_SETTINGS
+from simclr_studio.cli.run_guard import check_before_launch, claim_run_folder
+from simclr_studio.cli.stopping import launch_torchrun, run_until_stopped
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -36,8 +38,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.demo and args.data_dir:
         raise CliError("give either DATA_DIR or --demo, not both")
+    if args.resume and args.overwrite:
+        raise CliError("give either --resume or --overwrite, not both")
     if args.nproc > 1 and not launched_by_torchrun():
-        return launch_torchrun(args.nproc, args.argv)
+        check_before_launch(Path(args.out), args.resume, args.overwrite)  # one line here, not a torchrun failure
+        return launch_torchrun(args.nproc, args.argv, Path(args.out))
     ctx = process_context()
     try:
         return train(args, ctx)
@@ -51,8 +56,15 @@ def train(args: argparse.Namespace, ctx: DistContext) -> int:
 
     main_rank = ctx.rank == 0
     out = Path(args.out)
-    cfg, notes = resumed_config(args, out, main_rank) if args.resume else run_config(args, out)
+    if args.resume:
+        if main_rank:  # only rank 0 writes the run (the others must not test its lock against rank 0)
+            claim_run_folder(out, resume=True, overwrite=False)
+        cfg, notes = resumed_config(args, out, main_rank)
+    else:
+        cfg, notes = run_config(args, out)
     cfg.validate()
+    if main_rank and not args.resume:  # the inputs are good: only now is the folder claimed (or moved aside)
+        claim_run_folder(out, resume=False, overwrite=args.overwrite)
     ctx = join_process_group(ctx, cfg)
     printer = ProgressPrinter(quiet=args.quiet or args.link or not main_rank, notes=notes)
     link = AppLink(printer) if args.link else None
@@ -60,7 +72,7 @@ def train(args: argparse.Namespace, ctx: DistContext) -> int:
                       world_size=ctx.world_size)
     if link is not None:
         link.attach(trainer, serve=main_rank)
-    result = run_until_stopped(trainer, main_rank)
+    result = run_until_stopped(trainer, main_rank, printer)
     return final_line(result, out, ctx, printer.error)
 
 
@@ -69,12 +81,9 @@ def run_config(args: argparse.Namespace, out: Path) -> tuple[RunConfig, list[str
     """A new run's config and the notes told when it starts: the config file (whose values are the
     flags' defaults) or the default recipe for the folder and device; then the flags, which win."""
     from simclr_studio.config import AugmentConfig, RunConfig
-    from simclr_studio.run_folder import RunFolder
 
     saved = RunConfig.load(args.config) if args.config else None
     data_dir = new_run_data_dir(args, saved)
-    if RunFolder(out).last_checkpoint.exists():
-        raise CliError(f"{out} already holds a run; use --resume to continue it or choose another --out")
     notes: list[str] = []
     if saved is not None:
         cfg = saved
@@ -136,9 +145,11 @@ def resumed_config(args: argparse.Namespace, out: Path, main_rank: bool) -> tupl
     from simclr_studio.run_folder import RunFolder, ignored_on_resume, resume_config
 
     folder = RunFolder(out)
-    if not folder.last_checkpoint.exists():
-        raise CliError(f"nothing to resume: no checkpoint at {folder.last_checkpoint}")
-    cfg = resume_config(folder.load_config(), epochs=args.epochs, device=args.device)
+    if not folder.can_resume():
+        raise CliError(f"nothing to resume: no checkpoint in {folder.checkpoint_dir}")
+    # config.json, or the checkpoint's copy when it is lost (rank 0 has written it back by now;
+    # the other ranks may read before it lands)
+    cfg = resume_config(folder.saved_config(), epochs=args.epochs, device=args.device)
     ignored = ["--" + name.replace("_", "-")
                for name in ignored_on_resume({name: getattr(args, name) for name in sorted(args.given)})]
     if (ignored or args.data_dir or args.demo) and main_rank:
@@ -169,46 +180,6 @@ def join_process_group(ctx: DistContext, cfg: RunConfig) -> DistContext:
     return ctx
 
 
-def launch_torchrun(nproc: int, argv: list[str]) -> int:
-    """``--nproc K``: the same command under torchrun on this machine (K processes, one per GPU)."""
-    import subprocess
-
-    from simclr_studio.distributed import describe_command, torchrun_command
-
-    cmd = torchrun_command(nproc, without_nproc(argv))
-    print(f"launching: {describe_command(cmd)}", file=sys.stderr)
-    # torchrun passes SIGINT/SIGTERM on to the workers, which stop with a checkpoint; we wait for it.
-    # (Ctrl-C reaches torchrun by itself; a SIGTERM sent to us alone is handed on.)
-    proc = subprocess.Popen(cmd)
-    stopping: list[int] = []
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.append(signum)
-        if signum == signal.SIGTERM:
-            proc.send_signal(signal.SIGTERM)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        code = proc.wait()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    # A signalled torchrun reports failure even when its workers stopped cleanly with a checkpoint.
-    return EXIT_INTERRUPTED if stopping else code
-
-
-def without_nproc(argv: list[str]) -> list[str]:
-    rest, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            rest.append(arg)
-    return rest
-
-
 # ---- progress on the terminal ----------------------------------------------------------------------
 class ProgressPrinter:
     """Tells a run's events on the terminal: a bar while images are decoded and one while training,
@@ -225,12 +196,25 @@ class ProgressPrinter:
         self.wording = EventWording()
         self.bar: tqdm | None = None
         self.error: str | None = None
+        self.detached = False  # the terminal is gone (SIGHUP): print nothing more
+
+    def detach(self) -> None:
+        self.detached = True
 
     def __call__(self, event: Event) -> None:
-        from simclr_studio.events import ErrorEvent, RunStarted
+        from simclr_studio.events import ErrorEvent
 
         if isinstance(event, ErrorEvent):
             self.error = event.message
+        if self.detached:
+            return
+        try:
+            self._show(event)
+        except (OSError, ValueError):  # the terminal went away: the run goes on (its events are on disk)
+            self.detached = True
+
+    def _show(self, event: Event) -> None:
+        from simclr_studio.events import RunStarted
         if isinstance(event, RunStarted):
             self._close_bar()
             for note in [] if self.quiet else self.notes:
@@ -339,25 +323,6 @@ class AppLink:
 
 
 # ---- stopping and the end --------------------------------------------------------------------------
-def run_until_stopped(trainer: Trainer, main_rank: bool) -> str:
-    """Train; SIGINT or SIGTERM (torchrun and service managers stop workers with it) stops the run
-    with a checkpoint, and a second one aborts."""
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        if main_rank:
-            print("\nstopping: saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr)
-        trainer.stop()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        return trainer.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def final_line(result: str, out: Path, ctx: DistContext, error: str | None) -> int:
     """Tell how the run ended (a failure as the one-line error) and choose the exit code."""
     from simclr_studio.run_folder import RunFolder
@@ -365,7 +330,7 @@ def final_line(result: str, out: Path, ctx: DistContext, error: str | None) -> i
     main_rank = ctx.rank == 0
     if result == "failed":
         raise CliError(error or ("training failed" if main_rank else f"training failed on rank {ctx.rank}"))
-    resumable = result == "stopped" and RunFolder(out).last_checkpoint.exists()
+    resumable = result == "stopped" and RunFolder(out).can_resume()
     if main_rank:
         print(f"{result}: run folder {out}"
               + (f" (resume with: simclr-studio train --out {out} --resume)" if resumable else ""))

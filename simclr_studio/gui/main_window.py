@@ -259,7 +259,7 @@ class MainWindow(QMainWindow):
         if data_dir and Path(data_dir).is_dir():
             self.open_data_for_run(Path(data_dir))
         if state == "live":
-            message = "Following a live run"
+            message = "Training elsewhere: following it live (another process writes this run)"
         elif self.train_session.can_resume():
             message = "Run opened: Resume training continues it from its last checkpoint"
         else:

@@ -22,11 +22,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from simclr_studio.checkpoint import CheckpointError
 from simclr_studio.config import ConfigError, RunConfig
 from simclr_studio.events import ErrorEvent, Event, EventsFollower, StateEvent
 from simclr_studio.history import RunHistory
 from simclr_studio.recipe import FolderFacts, suggest
 from simclr_studio.run_folder import LIVE_WINDOW_S, RunFolder, RunState, resume_config
+from simclr_studio.run_lock import RunBusyError
 from simclr_studio.session.wording import EventWording, format_minutes
 from simclr_studio.training_link import ChildRun
 
@@ -160,10 +162,13 @@ class TrainSession:
         if not str(run_dir).strip() or not Path(run_dir).expanduser().is_absolute():
             raise TrainError("choose a run folder (a full path) for this run's checkpoints and logs")
         folder = RunFolder(run_dir)
-        if folder.can_resume():
-            raise TrainError(f"{folder.path} already holds a run: choose another run folder")
-        if folder.events_file.exists() and folder.state() == "live":
-            raise TrainError(f"another process is writing {folder.path}: choose another run folder")
+        self._refuse_if_written_elsewhere(folder)
+        if folder.holds_run():
+            if folder.events_file.exists() and folder.state() == "live":
+                raise TrainError(f"another process is writing {folder.path}: choose another run folder")
+            raise TrainError(f"{folder.path} already holds a run: open it to resume it, or choose another run folder")
+        if not folder.is_empty():
+            raise TrainError(f"{folder.path} is not empty and not a run folder: choose a new or empty folder")
         self._restart_history()
         self.data_dir = cfg.data_dir
         self._launch(ChildRun.new_run(cfg, folder.path, nproc), folder.path, cfg, f"Starting run in {folder.path}")
@@ -175,7 +180,11 @@ class TrainSession:
         self._refuse_while_running()
         if self.run_dir is None or not RunFolder(self.run_dir).can_resume():
             raise TrainError("nothing to resume: open a run folder with a checkpoint")
-        saved = RunFolder(self.run_dir).load_config()
+        self._refuse_if_written_elsewhere(RunFolder(self.run_dir))
+        try:
+            saved = RunFolder(self.run_dir).saved_config()
+        except (ConfigError, CheckpointError) as exc:
+            raise TrainError(str(exc)) from exc
         if self._spent(saved):
             raise TrainError(f"the run's {format_minutes(saved.minutes or 0)} min budget is spent: "
                              "start a new run to train longer")
@@ -195,6 +204,13 @@ class TrainSession:
     def _refuse_while_running(self) -> None:
         if self._child is not None:
             raise TrainError("a run is training: stop it first")
+
+    @staticmethod
+    def _refuse_if_written_elsewhere(folder: RunFolder) -> None:
+        """One writer per run folder: another process holding its lock is named in one line."""
+        writer = folder.writer()
+        if writer is not None:
+            raise TrainError(str(RunBusyError(folder.path, writer)))
 
     # ---- control ----------------------------------------------------------------------------------
     def pause(self) -> None:
@@ -229,10 +245,10 @@ class TrainSession:
         self._refuse_while_running()
         folder = RunFolder(run_dir)
         try:
-            cfg = folder.load_config()
+            cfg = folder.saved_config()  # config.json, or a lost one's copy in the checkpoint
             events = folder.events()
             state = folder.state(events)
-        except (ConfigError, OSError) as exc:
+        except (ConfigError, CheckpointError, OSError) as exc:
             raise TrainError(str(exc)) from exc
         self.new_run()
         self.run_dir, self.config, self.data_dir = folder.path, cfg, cfg.data_dir
@@ -240,7 +256,9 @@ class TrainSession:
             self._follower = EventsFollower(folder.events_file)  # replays the file, then follows it
             self._followed_at = 0.0
             self._heard_at = time.monotonic()
-            self._pending.lines.append(f"Following a run written by another process: {folder.path}")
+            writer = folder.writer()
+            by = f" by {writer.describe()}" if writer is not None else ""
+            self._pending.lines.append(f"Training elsewhere{by}: following it live in {folder.path}")
         else:
             self._folder_state = state
             self.feed(events)

@@ -42,6 +42,21 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> None:
         raise
 
 
+def remove_leftover_temps(folder: str | Path) -> list[Path]:
+    """Delete the hidden ``.NAME.*.tmp`` files that :func:`atomic_write` leaves when its process is
+    killed mid-write (never the files they were to replace); returns what was removed. Only the
+    folder's one writer may call this: another writer's temp file may be in use."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            try:
+                tmp.unlink()
+            except OSError:
+                continue
+            removed.append(tmp)
+    return removed
+
+
 def _fsync_dir(folder: Path) -> None:
     """Make the rename itself durable (POSIX); a no-op where folders cannot be opened (Windows)."""
     try:

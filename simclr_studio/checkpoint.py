@@ -6,6 +6,7 @@ Checkpoints hold only tensors, numbers, strings, lists and dicts, so they load w
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,10 @@ REQUIRED_KEYS = ("format", "model", "optimizer", "epoch", "step_in_epoch", "glob
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or not one of ours."""
+
+
+class DiskFullError(CheckpointError):
+    """A checkpoint could not be written for want of space (the previous one is kept)."""
 
 
 def is_training_checkpoint(state: object) -> bool:
@@ -50,4 +55,33 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in state]
     if missing:
         raise CheckpointError(f"{path} lacks {', '.join(missing)}")
+    problem = invalid_field(state)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     return state
+
+
+def _count(value: object, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def invalid_field(state: dict[str, Any]) -> str | None:
+    """What is wrong with a training checkpoint's fields (wrong type, out of range), or None."""
+    for key in ("epoch", "step_in_epoch", "global_step"):
+        if not _count(state[key], 0):
+            return f"field {key!r} must be a whole number >= 0, not {state[key]!r}"
+    if "world_size" in state and not _count(state["world_size"], 1):
+        return f"field 'world_size' must be a whole number >= 1, not {state['world_size']!r}"
+    if state["step_in_epoch"] > state["global_step"]:
+        return (f"field 'step_in_epoch' ({state['step_in_epoch']}) is more than "
+                f"'global_step' ({state['global_step']})")
+    for key in ("model", "optimizer"):
+        if not isinstance(state[key], dict):
+            return f"field {key!r} must be a dict of tensors, not {type(state[key]).__name__}"
+    try:
+        config = json.loads(state["config"]) if isinstance(state["config"], str) else None
+    except ValueError:
+        config = None
+    if not isinstance(config, dict):
+        return "field 'config' must be the run's config as a JSON object"
+    return None

@@ -13,18 +13,17 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from simclr_studio.atomic import remove_leftover_temps
 from simclr_studio.augment import make_views, normalize, step_generator
 from simclr_studio.batches import BatchSource
 from simclr_studio.budget import CALIBRATION_STEPS, StepTimes, TimeBudget
-from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint
-from simclr_studio.config import ConfigError, RunConfig
+from simclr_studio.config import RunConfig
 from simclr_studio.data import DataError, ScanResult
 from simclr_studio.device import amp_dtype, describe, resolve_device
 from simclr_studio.events import (
@@ -41,54 +40,30 @@ from simclr_studio.events import (
     StepEvent,
 )
 from simclr_studio.loss import GatherFn, nt_xent
-from simclr_studio.model import SimCLRModel, build_model
+from simclr_studio.model import build_model
 from simclr_studio.online_knn import OnlineKnn
 from simclr_studio.optim import build_optimizer, set_lr
-from simclr_studio.run_control import RunControl
+from simclr_studio.run_control import RunControl, failure_event
 from simclr_studio.run_folder import RunFolder
+from simclr_studio.run_lock import RunBusyError, RunLock
 from simclr_studio.training_data import prepare_training_data
 from simclr_studio.training_state import (
+    EpochResult,
     Position,
     Schedule,
+    Setup,
     checkpoint_state,
+    load_model_weights,
+    resolve_config,
     restore_training_state,
     saved_world_size,
     write_checkpoint,
 )
 
+__all__ = ["Trainer", "resolve_config"]  # resolve_config: where benchmarks/quality.py finds it
+
 if TYPE_CHECKING:
     from simclr_studio.distributed import StepAgreement
-
-
-def resolve_config(cfg: RunConfig, device: torch.device) -> RunConfig:
-    """Fill in the 'auto' choices, so the saved config says what actually ran."""
-    if cfg.backbone == "auto":
-        cfg.backbone = "resnet18" if device.type == "cuda" else "small-cnn"
-    if cfg.small_stem is None:
-        cfg.small_stem = cfg.resolved_small_stem()
-    return cfg
-
-
-@dataclass
-class Setup:
-    """What set-up builds for the run: the data, the model, the optimiser and the precision."""
-
-    device: torch.device
-    scan: ScanResult
-    source: BatchSource
-    model: SimCLRModel  # what checkpoints and the online kNN read
-    train_model: torch.nn.Module  # what the steps call: the model, or DistributedDataParallel around it
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler | None  # float16 only
-    dtype: torch.dtype | None  # autocast's; None: full precision
-    channels_last: bool
-
-
-@dataclass
-class EpochResult:
-    losses: list[float]  # of the steps this session ran in the epoch
-    seconds: float
-    ended: str | None = None  # "stopped" or "failed": the run ends within the epoch
 
 
 class Trainer:
@@ -116,6 +91,9 @@ class Trainer:
         self.status = "created"
         self.budget: TimeBudget | None = None  # set in run() when the config has a time budget
         self.position = Position()  # where the run stands (what RunFinished reports)
+        self.resumed_from: Path | None = None  # the checkpoint a resume started from
+        # The run folder's writer lock (rank 0): taken by run(), or set here by a caller that holds it already.
+        self.lock: RunLock | None = None
 
     # ---- control (thread-safe; called from the GUI thread or a signal handler) -------------
     def pause(self) -> None:
@@ -133,7 +111,11 @@ class Trainer:
                 print(f"rank {self.rank}: {event.message}", file=sys.stderr, flush=True)
             return
         if self._log is not None:
-            self._log.write(event)
+            try:
+                self._log.write(event)
+            except OSError as exc:  # a full disk: the events file ends here, the run's owner still hears
+                print(f"cannot write {self.folder.events_file}: {exc}", file=sys.stderr, flush=True)
+                self._log = None
         if self.on_event is not None:
             self.on_event(event)
 
@@ -143,32 +125,47 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         # The budget's clock starts here: scanning and decoding are part of the time the user gave.
         self.budget = TimeBudget(self.cfg.minutes) if self.cfg.minutes else None
-        if self.is_main:
-            self._log = EventLog(self.folder.events_file)
+        own_lock = self.is_main and self.lock is None  # rank > 0 never touches the lock
         try:
+            if own_lock:
+                self.lock = RunLock(self.run_dir)
+                self.lock.acquire()  # before anything is written: a run folder has one writer
+        except RunBusyError as exc:  # the holder owns config.json and events.jsonl: write nothing
+            self.lock, self.status = None, "failed"
+            if self.on_event is not None:
+                self.on_event(ErrorEvent(message=str(exc), category="busy"))
+                self.on_event(RunFinished(status="failed", epoch=0, global_step=0))
+            return self.status
+        try:
+            if self.is_main:
+                self._log = EventLog(self.folder.events_file)
+                self._clean_leftovers()
             self.status = self._run()
-        except (DataError, ConfigError, CheckpointError) as exc:
-            category = {DataError: "data", ConfigError: "config", CheckpointError: "checkpoint"}[type(exc)]
-            self.emit(ErrorEvent(message=str(exc), category=category))
-            self.status = "failed"
-        except torch.OutOfMemoryError:
-            self.emit(ErrorEvent(category="oom", message=(
-                f"out of memory at batch size {self.cfg.batch_size} and image size {self.cfg.image_size}; "
-                f"try a batch size of {max(2, self.cfg.batch_size // 2)} or a smaller backbone")))
-            self.status = "failed"
         except InterruptedError:
             self.status = "stopped"
-        except Exception as exc:  # report, never die silently
-            self.emit(ErrorEvent(message=f"{type(exc).__name__}: {exc}", category="error"))
+        except Exception as exc:
+            event = failure_event(exc, self.cfg)
+            self.emit(event or ErrorEvent(message=f"{type(exc).__name__}: {exc}", category="error"))
             self.status = "failed"
-            raise
+            if event is None:
+                raise  # a bug: reported, and its traceback kept
         finally:
             self.emit(RunFinished(status=self.status, epoch=self.position.epoch,
                                   global_step=self.position.global_step))
             if self._log is not None:
                 self._log.close()
                 self._log = None
+            if own_lock and self.lock is not None:
+                self.lock.release()
+                self.lock = None
         return self.status
+
+    def _clean_leftovers(self) -> None:
+        """Remove the temp files of writes a killed run left half done (only the writer may)."""
+        removed = remove_leftover_temps(self.run_dir) + remove_leftover_temps(self.folder.checkpoint_dir)
+        if removed:
+            self.emit(LogEvent(message=f"removed {len(removed)} unfinished temp file(s) a killed run left: "
+                                       + ", ".join(p.name for p in removed)))
 
     def _run(self) -> str:
         self.status = "running"
@@ -205,8 +202,10 @@ class Trainer:
         if self.world_size > 1 and device.type == "cuda":
             device = torch.device("cuda", torch.cuda.current_device())  # this rank's GPU (torchrun's LOCAL_RANK)
         state = None
-        if self.resume and self.folder.last_checkpoint.exists():
-            state = load_training_checkpoint(self.folder.last_checkpoint)
+        if self.resume and self.folder.checkpoints():
+            self.resumed_from, state, note = self.folder.checkpoint_to_resume()
+            if note:
+                self.emit(LogEvent(message=note))
         resolve_config(cfg, device)
         cfg.validate()
         if self.is_main:
@@ -216,7 +215,7 @@ class Trainer:
         # On resume the checkpoint holds the weights: the initial weights file is not needed again.
         model = build_model(cfg, load_weights=state is None).to(device)
         if state is not None:
-            model.load_state_dict(state["model"])  # before wrapping, which shares rank 0's weights
+            load_model_weights(model, state, cfg)  # before wrapping, which shares rank 0's weights
         channels_last = cfg.channels_last and device.type in ("cuda", "cpu")
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -241,14 +240,14 @@ class Trainer:
         position = Position()
         if state is not None:
             position = restore_training_state(state, run.optimizer, run.scaler, self.world_size,
-                                              schedule.steps_per_epoch)
+                                              schedule.steps_per_epoch, self.cfg.optimizer)
             saved_world = saved_world_size(state)
             if saved_world != self.world_size:
                 batch = self.cfg.batch_size
                 self.emit(LogEvent(message=(
                     f"checkpoint of a {saved_world}-process run resumed on {self.world_size}: global batch "
                     f"{batch * saved_world} → {batch * self.world_size}, peak lr {schedule.base_lr:.4g}")))
-            self.emit(LogEvent(message=f"resumed from {self.folder.last_checkpoint} at epoch {position.epoch + 1}, "
+            self.emit(LogEvent(message=f"resumed from {self.resumed_from} at epoch {position.epoch + 1}, "
                                        f"step {position.step_in_epoch}"))
         if self.budget is not None:
             saved = (state or {}).get("scheduler") or {}
@@ -279,9 +278,11 @@ class Trainer:
             if self._agree is not None:
                 loss = self._agree.mean(loss)  # the global loss; NaN on any rank is NaN on all
             if not math.isfinite(loss):
+                kept = ("the last good checkpoint was kept" if self.folder.checkpoints()
+                        else "no checkpoint had been saved yet")
                 self.emit(ErrorEvent(category="nan", message=(
-                    f"loss became {loss} at epoch {pos.epoch + 1}, step {step + 1}; training stopped and the last good "
-                    f"checkpoint was kept. Try a lower learning rate (now {lr:.4g}) or turn off mixed precision.")))
+                    f"loss became {loss} at epoch {pos.epoch + 1}, step {step + 1}; training stopped and {kept}. "
+                    f"Try a lower learning rate (now {lr:.4g}) or turn off mixed precision.")))
                 return EpochResult(losses, time.perf_counter() - started, ended="failed")
             pos.step_done()
             losses.append(loss)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -23,6 +24,7 @@ class TrainedModel:
     epoch: int
     global_step: int
     identity: tuple | None = None  # (size, mtime_ns, inode) of the checkpoint file whose weights were read
+    note: str | None = None  # why the latest checkpoint was not last.pt (it did not load), or None
 
 
 def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None, device: str = "cpu") -> TrainedModel:
@@ -30,16 +32,21 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None, devi
     folder = RunFolder(run_dir)
     if not folder.path.is_dir():
         raise CheckpointError(f"run folder not found: {folder.path}")
-    path = Path(checkpoint) if checkpoint else folder.last_checkpoint
-    if not path.exists():
-        raise CheckpointError(f"no checkpoint in {folder.path} (expected {path}); has this run trained an epoch?")
-    identity = None
-    for _ in range(3):  # a trainer may replace last.pt while we read it: read until the file held still
-        before = file_identity(path)
-        state = load_training_checkpoint(path)
-        identity = file_identity(path)
-        if identity == before:
-            break
+    note = None
+    if checkpoint:
+        path = Path(checkpoint)
+        if not path.exists():
+            raise CheckpointError(f"checkpoint not found: {path}")
+        state, identity = _read_still(path)
+    else:  # the latest: last.pt, or the newest per-epoch checkpoint that loads when last.pt does not
+        if not folder.checkpoints():
+            raise CheckpointError(f"no checkpoint in {folder.path} (expected {folder.last_checkpoint}); "
+                                  "has this run trained an epoch?")
+        before = _identity(folder.last_checkpoint)
+        path, state, note = folder.checkpoint_to_resume()
+        identity = _identity(path)
+        if path == folder.last_checkpoint and identity != before:  # replaced while we read it
+            state, identity = _read_still(path)
     try:
         cfg = RunConfig.from_dict(json.loads(state["config"]))
     except (ValueError, TypeError) as exc:
@@ -53,7 +60,28 @@ def load_trained(run_dir: str | Path, checkpoint: str | Path | None = None, devi
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: weights do not match the saved config ({str(exc).splitlines()[0]})") from exc
     model.eval().to(torch.device(device))
-    return TrainedModel(folder.path, cfg, model, path, int(state["epoch"]), int(state["global_step"]), identity)
+    return TrainedModel(folder.path, cfg, model, path, int(state["epoch"]), int(state["global_step"]), identity,
+                        note)
+
+
+def _read_still(path: Path) -> tuple[dict[str, Any], tuple[int, int, int] | None]:
+    """A checkpoint's state and the identity of the file it came from: a trainer may replace last.pt
+    while we read it, so read until the file held still."""
+    identity = None
+    for _ in range(3):
+        before = _identity(path)
+        state = load_training_checkpoint(path)
+        identity = _identity(path)
+        if identity == before:
+            break
+    return state, identity
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    try:
+        return file_identity(path)
+    except OSError:  # replaced or pruned between two looks
+        return None
 
 
 def file_identity(path: str | Path) -> tuple[int, int, int]:

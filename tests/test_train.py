@@ -105,6 +105,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tiny_config: RunConfig, t
     assert status == "failed"
     errors = [e for e in events if e.kind == "error"]
     assert len(errors) == 1 and errors[0].category == "nan" and "learning rate" in errors[0].message
+    assert "the last good checkpoint was kept" in errors[0].message
     state = load_training_checkpoint(RunFolder(tmp_path / "run").last_checkpoint)
     assert state["epoch"] == 1 and state["global_step"] == 3  # the epoch-1 checkpoint, untouched
     assert events[-1].kind == "finished" and events[-1].status == "failed"

@@ -18,10 +18,12 @@ class ImageFileDataset(torch.utils.data.Dataset):
     Items are (pixels, extents, index); extents is (h, w) of a whole-image layout, else the stored side twice.
     """
 
-    def __init__(self, paths: Sequence[str], size: int, layout: CacheLayout | None = None):
+    def __init__(self, paths: Sequence[str], size: int, layout: CacheLayout | None = None,
+                 max_pixels: int | None = None):
         self.paths = list(paths)
         self.size = size
         self.layout = layout or CacheLayout(size, size, False)
+        self.max_pixels = max_pixels  # None: data.MAX_IMAGE_PIXELS
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -30,9 +32,9 @@ class ImageFileDataset(torch.utils.data.Dataset):
         layout = self.layout
         try:
             if layout.whole:
-                image, hw = decode_whole(self.paths[index], layout)
+                image, hw = decode_whole(self.paths[index], layout, self.max_pixels)
                 return to_chw_tensor(image), torch.tensor(hw, dtype=torch.int16), index
-            image = decode_image(self.paths[index], layout.side)
+            image = decode_image(self.paths[index], layout.side, max_pixels=self.max_pixels)
             return to_chw_tensor(image), torch.tensor((layout.stored, layout.stored), dtype=torch.int16), index
         except DataError as exc:
             # A file that passed the header check but fails to decode: use a grey image and
@@ -78,6 +80,7 @@ class BatchSource:
         pin_memory: bool = False,
         layout: CacheLayout | None = None,
         extents: torch.Tensor | None = None,
+        max_pixels: int | None = None,
     ):
         self.paths = list(paths)
         self.layout = layout or CacheLayout(size, size, False)
@@ -90,6 +93,7 @@ class BatchSource:
         self.rank = rank
         self.world_size = world_size
         self.pin_memory = pin_memory
+        self.max_pixels = max_pixels  # streamed images over this many pixels fail (None: data.MAX_IMAGE_PIXELS)
         self.decode_failures = 0  # streamed files that failed to decode (replaced by grey images)
         self.check_batch_size(len(self.paths), batch_size, world_size)
         self.steps_per_epoch = len(self.paths) // world_size // batch_size
@@ -139,7 +143,7 @@ class BatchSource:
                 yield self.cache.index_select(0, rows), extents
             return
         loader = torch.utils.data.DataLoader(
-            ImageFileDataset(self.paths, self.size, self.layout),
+            ImageFileDataset(self.paths, self.size, self.layout, self.max_pixels),
             batch_size=self.batch_size,
             sampler=order.tolist(),
             num_workers=self.num_workers,

@@ -49,10 +49,11 @@ def plan_cache_layout(image_size: int, typical_side: int, budget_bytes: float | 
     return plain
 
 
-def decode_whole(path: str | Path, layout: CacheLayout) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_whole(path: str | Path, layout: CacheLayout,
+                 max_pixels: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode for a whole-image layout: uint8 [stored, stored, 3] with the image in the top-left and
     its (height, width); the shorter side is ``layout.side``, a longer side beyond 4:3 is cut centred."""
-    image = decode_image(path, None, short_side=layout.side)
+    image = decode_image(path, None, short_side=layout.side, max_pixels=max_pixels)
     h, w = image.shape[:2]
     out = np.zeros((layout.stored, layout.stored, 3), dtype=np.uint8)
     out[:h, :w] = image
@@ -69,10 +70,12 @@ def decode_all(
     threads: int = 0,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, dict[int, str]]:
     """Decode every path into one uint8 tensor [N, 3, size, size] (centre squares); failures come back
     as {index: reason}. Rows of failed images are left zero; callers drop them."""
-    pixels, _, failures = decode_cache(paths, CacheLayout(size, size, False), threads, progress, should_stop)
+    pixels, _, failures = decode_cache(paths, CacheLayout(size, size, False), threads, progress, should_stop,
+                                       max_pixels)
     return pixels, failures
 
 
@@ -82,10 +85,12 @@ def decode_cache(
     threads: int = 0,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None, dict[int, str]]:
     """Decode every path in ``layout``: (uint8 pixels [N, 3, stored, stored], int16 extents [N, 2] of a
     whole-image layout or None, {index: reason} of failures). PIL releases the GIL while decoding,
-    so a thread pool scales with cores."""
+    so a thread pool scales with cores; images over ``max_pixels`` (default data.MAX_IMAGE_PIXELS) fail,
+    and large ones wait for data.DECODE_BUDGET_BYTES, so a few huge files never decode at once."""
     # A numpy buffer: the pool's threads must not call into PyTorch, or each would start its own
     # OpenMP thread team, and those teams linger and compete with training for the cores.
     out = np.zeros((len(paths), 3, layout.stored, layout.stored), dtype=np.uint8)
@@ -96,9 +101,9 @@ def decode_cache(
     def work(i: int) -> None:
         try:
             if extents is None:
-                out[i] = decode_image(paths[i], layout.side).transpose(2, 0, 1)
+                out[i] = decode_image(paths[i], layout.side, max_pixels=max_pixels).transpose(2, 0, 1)
             else:
-                image, extents[i] = decode_whole(paths[i], layout)
+                image, extents[i] = decode_whole(paths[i], layout, max_pixels)
                 out[i] = image.transpose(2, 0, 1)
         except DataError as exc:
             failures[i] = str(exc)

@@ -532,7 +532,8 @@ class TestDecompressionBombLimit:
             decode_image(folder / "warn.png", 8)
 
     def test_limit_is_restored(self, folder):
-        assert data.MAX_IMAGE_PIXELS == 120_000_000 and PIL.Image.MAX_IMAGE_PIXELS == 120_000_000
+        # data checks the limit itself (PIL's check warns through filters that threads race on).
+        assert data.MAX_IMAGE_PIXELS == 64_000_000 and PIL.Image.MAX_IMAGE_PIXELS is None
         assert len(scan_folder(folder)) == 3
         assert decode_image(folder / "bomb.png", None).shape == (50, 50, 3)
 

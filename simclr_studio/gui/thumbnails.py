@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+import numpy as np
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRect, QSize, Qt, QThreadPool
 from PySide6.QtGui import QColor, QImage, QPixmap
 from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate
@@ -16,15 +17,17 @@ THUMB = 72
 _ROOT = QModelIndex()  # the invalid index: the list's (only) parent
 
 
-def array_to_qimage(array) -> QImage:
+def array_to_qimage(array: np.ndarray) -> QImage:
     """uint8 HWC RGB array → QImage (copied, so it owns its memory and can cross threads)."""
     h, w, _ = array.shape
     return QImage(array.tobytes(), w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
-def load_qimage(path: str, size: int) -> QImage:
-    """An image decoded for display (a QImage may cross threads, a QPixmap may not)."""
-    return array_to_qimage(decode_image(path, size))
+def load_qimage(path: str, size: int, max_pixels: int | None = None) -> QImage:
+    """An image decoded for display (a QImage may cross threads, a QPixmap may not). The same guard as
+    training's: images over ``max_pixels`` (default data.MAX_IMAGE_PIXELS) raise DataError, and big
+    decodes wait for the process's byte budget (data.DECODE_BUDGET_BYTES) and are shrunk first."""
+    return array_to_qimage(decode_image(path, size, max_pixels=max_pixels))
 
 
 class ThumbnailModel(QAbstractListModel):

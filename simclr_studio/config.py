@@ -14,6 +14,9 @@ OPTIMIZERS = ("lars", "sgd", "adamw")
 MASK_FILLS = ("zero", "noise", "mean")
 BLEND_SOURCES = ("noise", "image")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+MAX_IMAGE_SIZE = 1024  # the app's largest: a batch of 5,000² images would not fit in RAM
+MAX_SEED = 2**64 - 1  # torch.manual_seed's range
+MAX_IMAGE_PIXELS_CEILING = 1_000_000_000  # max_image_pixels above this: a single decode of 4 GB and more
 
 # lr = base × global_batch / 256 (Goyal et al. linear scaling, as in the SimCLR paper).
 BASE_LR = {"lars": 0.3, "sgd": 0.06, "adamw": 1e-3}
@@ -42,6 +45,15 @@ def _coerce(name: str, value: Any, annotation: str) -> Any:
             return (float(value[0]), float(value[1]))
     raise ConfigError(f"config value {name} must be {annotation.replace('tuple[float, float]', 'a [low, high] pair')}, "
                       f"got {value!r}")
+
+
+def _check_finite(obj: Any, prefix: str = "") -> None:
+    """Every float (and float pair) field of a config dataclass must be a finite number."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{prefix}{f.name} must be a finite number, got {value}")
 
 
 def _build(cls, data: Any, prefix: str = ""):
@@ -89,6 +101,7 @@ class AugmentConfig:
                    grayscale_p=0.0, blur_p=0.0, mask_p=1.0, blend_p=0.5)
 
     def validate(self) -> None:
+        _check_finite(self, "augment.")
         for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p", "mask_p", "blend_p"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
@@ -140,6 +153,9 @@ class RunConfig:
     cache_ram_gb: float = 4.0  # decode everything once into RAM when it fits this budget
     eval_every: int = 1  # online kNN accuracy every N epochs when labels exist (0: never)
     keep_checkpoints: int = 3  # per-epoch checkpoints kept besides last.pt
+    # Images with more pixels are skipped (listed with the reason). None: data.MAX_IMAGE_PIXELS (64 MP).
+    # A PNG or TIFF is decoded at full size (4 bytes a pixel with alpha) before it is shrunk.
+    max_image_pixels: int | None = None
     augment: AugmentConfig = field(default_factory=_AugmentForImageSize)
 
     def __post_init__(self) -> None:
@@ -172,6 +188,7 @@ class RunConfig:
         return WEIGHT_DECAY[self.optimizer] if self.weight_decay is None else float(self.weight_decay)
 
     def validate(self) -> None:
+        _check_finite(self)
         if self.backbone not in BACKBONES + ("auto",):
             raise ConfigError(f"unknown backbone {self.backbone!r}; choose one of {', '.join(BACKBONES)}")
         if self.optimizer not in OPTIMIZERS:
@@ -180,6 +197,13 @@ class RunConfig:
             raise ConfigError(f"unknown device {self.device!r}; choose one of {', '.join(DEVICES)}")
         if self.image_size < 16:
             raise ConfigError(f"image_size must be at least 16, got {self.image_size}")
+        if self.image_size > MAX_IMAGE_SIZE:
+            raise ConfigError(f"image_size must be at most {MAX_IMAGE_SIZE}, got {self.image_size}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in [0, 2**64 - 1], got {self.seed}")
+        if self.max_image_pixels is not None and not 1 <= self.max_image_pixels <= MAX_IMAGE_PIXELS_CEILING:
+            raise ConfigError(f"max_image_pixels must be in [1, {MAX_IMAGE_PIXELS_CEILING:,}], "
+                              f"got {self.max_image_pixels}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be at least 2 (each image needs negatives), got {self.batch_size}")
         if self.epochs < 1:
@@ -228,7 +252,10 @@ class RunConfig:
     @classmethod
     def load(cls, path: str | Path) -> RunConfig:
         try:
-            data = json.loads(Path(path).read_text())
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"cannot read config {path}: not UTF-8 text "
+                              f"(byte 0x{exc.object[exc.start]:02x} at position {exc.start})") from None
         except (OSError, json.JSONDecodeError) as exc:
             raise ConfigError(f"cannot read config {path}: {exc}") from exc
         return cls.from_dict(data)

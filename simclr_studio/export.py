@@ -79,20 +79,44 @@ def export_onnx(run: TrainedModel, out: Path) -> None:
             dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, opset_version=17, dynamo=False))
 
 
+# Cells starting with these are formulas to a spreadsheet (OWASP "CSV injection"): quoted with a leading '.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _readable(text: str) -> str:
+    """A file name as text that encodes: bytes that were not UTF-8 (surrogate-escaped by the OS
+    layer) written as \\xNN escapes instead of failing the whole file."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def csv_cell(text: str) -> str:
+    """A text cell safe to open in a spreadsheet: readable, and never a formula."""
+    text = _readable(text)
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
 def save_embeddings(out: str | Path, features: np.ndarray, paths: Sequence[str], labels: Sequence[int],
                     classes: Sequence[str], coords: np.ndarray | None = None) -> Path:
-    """Embeddings as .npz (features, paths, labels, classes[, coords]) or .csv (one row per image)."""
+    """Embeddings as .npz (features, paths, labels, classes[, coords]) or .csv (one row per image).
+
+    CSV lines end in CRLF (RFC 4180), so a name with a newline or CR is quoted and reads back with
+    ``csv.reader`` (open with ``newline=""``); path and class cells go through ``csv_cell``. The .npz
+    keeps the names as they are."""
     out = Path(out)
     label_ids = np.asarray(labels, dtype=np.int64)
     if out.suffix.lower() == ".csv":
         buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
+        writer = csv.writer(buf, lineterminator="\r\n")
         header = ["path", "label", "class"] + (["x", "y"] if coords is not None else [])
         writer.writerow(header + [f"f{i}" for i in range(features.shape[1])])
         for i, path in enumerate(paths):
             cls = classes[label_ids[i]] if label_ids[i] >= 0 and len(classes) else ""
             xy = [f"{coords[i, 0]:.6g}", f"{coords[i, 1]:.6g}"] if coords is not None else []
-            row = [path, int(label_ids[i]), cls] + xy
+            row = [csv_cell(str(path)), int(label_ids[i]), csv_cell(str(cls))] + xy
             writer.writerow(row + [f"{v:.7g}" for v in features[i]])
         atomic_write_text(out, buf.getvalue())
     else:

@@ -208,6 +208,8 @@ def test_following_a_run_written_by_another_process(window, qtbot, tmp_path):
         window.open_path(tmp_path / "cli-run")
         panel = window.train_panel
         assert panel.session.state == "following" and not panel.start_button.isEnabled()
+        assert panel.start_button.text() == "Training elsewhere"
+        assert window.statusBar().currentMessage().startswith("Training elsewhere")
         qtbot.waitUntil(lambda: len(panel.session.history.steps) >= 3, timeout=30_000)
         seen = len(panel.session.history.steps)
         qtbot.waitUntil(lambda: len(panel.session.history.steps) > seen, timeout=30_000)  # it keeps following

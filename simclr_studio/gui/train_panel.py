@@ -284,7 +284,9 @@ class TrainPanel(QWidget):
         running = state in RUNNING
         resuming = state == "resumable"
         locked = running or state == "following"
-        self.start_button.setText("Resume training" if resuming else "Start training")
+        # A run another process writes is followed, never started or resumed a second time here.
+        self.start_button.setText("Training elsewhere" if state == "following"
+                                  else "Resume training" if resuming else "Start training")
         self.start_button.setEnabled(session.can_resume() if resuming
                                      else state in ("ready", "finished") and bool(session.data_dir))
         self.pause_button.setText("Continue" if state == "paused" else "Pause")

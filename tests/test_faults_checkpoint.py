@@ -17,7 +17,7 @@ import torch
 
 from simclr_studio.checkpoint import CheckpointError, load_training_checkpoint, safe_load
 from simclr_studio.config import RunConfig
-from simclr_studio.events import read_events
+from simclr_studio.events import LogEvent, read_events
 from simclr_studio.run_folder import RunFolder
 from simclr_studio.run_lock import RunLock, current_writer
 from simclr_studio.train import Trainer
@@ -275,7 +275,8 @@ def test_resume_falls_back_to_the_newest_good_epoch_checkpoint(tiny_config: RunC
     assert started.start_epoch == 1 and started.start_global_step == 3
     assert [e.global_step for e in events if e.kind == "step"] == [4, 5, 6]
     assert load_training_checkpoint(folder.last_checkpoint)["epoch"] == 2  # last.pt whole again
-    assert any(e.kind == "log" and "resuming from epoch_0001.pt" in e.message for e in read_events(folder.events_file))
+    logged = [e.message for e in read_events(folder.events_file) if isinstance(e, LogEvent)]
+    assert any("resuming from epoch_0001.pt" in message for message in logged)
 
 
 def test_explore_reads_the_newest_good_checkpoint_when_last_is_damaged(tiny_config: RunConfig,

@@ -19,7 +19,7 @@ def prepare_training_data(cfg: RunConfig, device: torch.device, rank: int, world
                           should_stop: Callable[[], bool]) -> tuple[ScanResult, BatchSource]:
     """The images of ``cfg.data_dir`` (those that fail to decode left out and reported) and this
     process's batches of them. Raises DataError when there is nothing to train on."""
-    scan = scan_folder(cfg.data_dir, should_stop=should_stop,
+    scan = scan_folder(cfg.data_dir, should_stop=should_stop, max_pixels=cfg.max_image_pixels,
                        progress=lambda d, t: emit(PrepareProgress(stage="scan", done=d, total=t)))
     if len(scan) == 0:
         skipped = f" ({len(scan.skipped)} files skipped)" if scan.skipped else ""
@@ -33,7 +33,7 @@ def prepare_training_data(cfg: RunConfig, device: torch.device, rank: int, world
     cache = extents = None
     if fits_in_ram(len(scan), layout.stored, budget_gb):
         cache, extents, failures = decode_cache(
-            scan.paths, layout, should_stop=should_stop,
+            scan.paths, layout, should_stop=should_stop, max_pixels=cfg.max_image_pixels,
             progress=lambda d, t: emit(PrepareProgress(stage="decode", done=d, total=t)))
         if failures:
             cache = without_failures(cache, failures)
@@ -49,5 +49,6 @@ def prepare_training_data(cfg: RunConfig, device: torch.device, rank: int, world
         raise DataError(f"no readable images in {cfg.data_dir}")
     source = BatchSource(scan.paths, cfg.image_size, cfg.batch_size, cfg.seed, cache=cache,
                          num_workers=cfg.num_workers, rank=rank, world_size=world_size,
-                         pin_memory=device.type == "cuda", layout=layout, extents=extents)
+                         pin_memory=device.type == "cuda", layout=layout, extents=extents,
+                         max_pixels=cfg.max_image_pixels)
     return scan, source

@@ -358,3 +358,20 @@ def test_max_image_pixels_is_a_validated_config_field(tmp_path):
     for bad in (0, 10**12):
         with pytest.raises(ConfigError, match="max_image_pixels"):
             RunConfig(max_image_pixels=bad).validate()
+
+
+def test_training_honours_the_runs_pixel_limit(tmp_path):
+    """max_image_pixels reaches every decoder of a training run: an image over it is skipped and said."""
+    from conftest import make_image_folder
+
+    from simclr_studio.train import Trainer
+
+    folder = make_image_folder(tmp_path / "images", classes=2, per_class=8, size=20)
+    Image.fromarray(np.zeros((120, 120, 3), np.uint8)).save(folder / "class_0" / "big.png")
+    cfg = RunConfig(data_dir=str(folder), backbone="tiny-cnn", image_size=16, batch_size=8, epochs=1, device="cpu",
+                    optimizer="sgd", eval_every=0, max_image_pixels=120 * 120 - 1)
+    events: list = []
+    assert Trainer(cfg, tmp_path / "run", on_event=events.append).run() == "completed"
+    skipped = [e.message for e in events if getattr(e, "kind", "") == "log" and "big.png" in e.message]
+    assert len(skipped) == 1 and "max_image_pixels" in skipped[0]
+    assert next(e for e in events if e.kind == "run_started").n_images == 16

@@ -71,6 +71,20 @@ def _try_lock(f: IO[bytes]) -> bool:
     return True
 
 
+ACQUIRE_TRIES, ACQUIRE_RETRY_S = 5, 0.05
+
+
+def _lock_with_retries(f: IO[bytes]) -> bool:
+    """A reader asking who writes the folder (current_writer) holds the lock for an instant: a few
+    quick retries tell that apart from a real writer."""
+    for attempt in range(ACQUIRE_TRIES):
+        if _try_lock(f):
+            return True
+        if attempt < ACQUIRE_TRIES - 1:
+            time.sleep(ACQUIRE_RETRY_S)
+    return False
+
+
 class RunLock:
     """``with RunLock(run_dir):`` — this process is the run folder's one writer until the block ends."""
 
@@ -82,7 +96,7 @@ class RunLock:
         """Take the lock, or raise RunBusyError naming the holder. Creates the run folder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         f = open(self.path, "a+b")
-        if not _try_lock(f):
+        if not _lock_with_retries(f):
             f.seek(0)
             writer = Writer.from_text(f.read().decode("utf-8", "replace"))
             f.close()

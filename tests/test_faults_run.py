@@ -287,3 +287,32 @@ def test_two_processes_never_write_one_run_and_a_killed_one_leaves_no_stale_lock
                              env=env, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     assert RunFolder(run).last_status() == "completed"
+
+
+def test_a_reader_asking_who_writes_does_not_block_a_starting_writer(tmp_path):
+    """current_writer takes the lock for an instant to test it; a writer starting at that moment
+    must still get it (it retries briefly), while a real holder is still refused."""
+    import threading
+
+    from simclr_studio.run_lock import RunBusyError, RunLock, current_writer
+
+    stop = threading.Event()
+
+    def ask() -> None:
+        while not stop.is_set():
+            current_writer(tmp_path)
+
+    readers = [threading.Thread(target=ask) for _ in range(2)]
+    for reader in readers:
+        reader.start()
+    try:
+        for _ in range(50):
+            lock = RunLock(tmp_path)
+            lock.acquire()
+            lock.release()
+    finally:
+        stop.set()
+        for reader in readers:
+            reader.join()
+    with RunLock(tmp_path), pytest.raises(RunBusyError):
+        RunLock(tmp_path).acquire()

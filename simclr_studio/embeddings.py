@@ -134,7 +134,8 @@ def embed_folder(
     encoder = encoder if encoder is not None else trained.model.backbone
     encoder.to(torch.device(device))
     feats, failures = features_for_paths(encoder, scan.paths, trained.config.image_size, device, batch_size,
-                                         chunk=512, progress=progress, should_stop=should_stop)
+                                         chunk=512, progress=progress, should_stop=should_stop,
+                                         max_pixels=trained.config.max_image_pixels)
     kept = scan.drop(failures) if failures else scan
     return Embeddings(features=feats, paths=list(kept.paths), labels=np.asarray(kept.labels, dtype=np.int64),
                       classes=list(kept.classes), checkpoint=checkpoint or str(trained.checkpoint),

@@ -168,6 +168,7 @@ def features_for_paths(
     chunk: int = 2048,
     progress: ProgressFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    max_pixels: int | None = None,
 ) -> tuple[np.ndarray, dict[int, str]]:
     """Decode and embed image files chunk by chunk, so memory stays bounded for any folder size.
 
@@ -181,7 +182,7 @@ def features_for_paths(
     for start in range(0, len(paths), chunk):
         if should_stop is not None and should_stop():
             raise InterruptedError("embedding cancelled")
-        images, bad = decode_all(paths[start : start + chunk], size)
+        images, bad = decode_all(paths[start : start + chunk], size, max_pixels=max_pixels)
         failures.update({start + i: reason for i, reason in bad.items()})
         images = without_failures(images, bad)
         parts.append(extract_features(backbone, iter_batches(images, batch_size), device))

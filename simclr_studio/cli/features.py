@@ -28,14 +28,15 @@ def folder_features(run: TrainedModel, data_dir: str, batch_size: int, device: s
 
     if not Path(data_dir).is_dir():
         raise CliError(f"data folder not found: {data_dir}")
-    scan = scan_folder(data_dir)
+    scan = scan_folder(data_dir, max_pixels=run.config.max_image_pixels)
     if len(scan) == 0:
         raise CliError(f"no images found in {data_dir}")
     dev = resolve_device(device)
     run.model.to(dev)
     with tqdm(total=len(scan), desc="embed", unit="img", disable=quiet, leave=False, file=sys.stderr) as bar:
         feats, failures = features_for_paths(run.model.backbone, scan.paths, run.config.image_size, dev, batch_size,
-                                             progress=lambda done, total: bar.update(done - bar.n))
+                                             progress=lambda done, total: bar.update(done - bar.n),
+                                             max_pixels=run.config.max_image_pixels)
     scan = scan.drop(failures) if failures else scan
     for skipped in scan.skipped:
         print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)

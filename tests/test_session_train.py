@@ -66,6 +66,7 @@ def step(n, total) -> StepEvent:
 
 
 # ---- real training processes -----------------------------------------------------------------------
+@pytest.mark.slow  # two real training processes in a row
 def test_a_run_trains_to_the_end_then_resumes_longer(tmp_path):
     data = make_image_folder(tmp_path / "imgs", classes=3, per_class=8)
     session = TrainSession()

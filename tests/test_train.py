@@ -239,6 +239,7 @@ def test_a_time_budget_lays_the_schedule_over_the_minutes(tiny_config: RunConfig
     assert state["scheduler"]["budget_s"] == budget_s and state["scheduler"]["total_steps"] == steps[-1].total_steps
 
 
+@pytest.mark.slow  # a warm-up run, then a budgeted run stopped and resumed
 def test_a_stopped_time_budget_run_resumes_its_plan(tiny_config: RunConfig, tmp_path: Path) -> None:
     tiny_config.minutes = budget_minutes(pace_now(tiny_config, tmp_path / "warm-up"))
     status, first = collect(tiny_config, tmp_path / "run", stop_at=10)  # after the calibration steps

@@ -205,7 +205,7 @@ class RunFolder:
             except CheckpointError as exc:
                 reasons.append(str(exc))
                 continue
-            note = None if path == self.last_checkpoint else f"resuming from {path.name}: {'; '.join(reasons)}"
+            note = None if path == self.last_checkpoint else f"using {path.name}: {'; '.join(reasons)}"
             return path, state, note
         raise CheckpointError(f"no usable checkpoint in {self.checkpoint_dir}: " + "; ".join(reasons))
 

@@ -269,14 +269,14 @@ def test_resume_falls_back_to_the_newest_good_epoch_checkpoint(tiny_config: RunC
         folder.last_checkpoint.write_bytes(folder.last_checkpoint.read_bytes()[:200])
     status, events = run(tiny_config, folder.path, resume=True)
     assert status == "completed"
-    notes = [e.message for e in events if e.kind == "log" and "resuming from epoch_0001.pt" in e.message]
+    notes = [e.message for e in events if e.kind == "log" and "using epoch_0001.pt" in e.message]
     assert len(notes) == 1 and ("last.pt is missing" in notes[0] or "cannot load" in notes[0])
     started = next(e for e in events if e.kind == "run_started")
     assert started.start_epoch == 1 and started.start_global_step == 3
     assert [e.global_step for e in events if e.kind == "step"] == [4, 5, 6]
     assert load_training_checkpoint(folder.last_checkpoint)["epoch"] == 2  # last.pt whole again
     logged = [e.message for e in read_events(folder.events_file) if isinstance(e, LogEvent)]
-    assert any("resuming from epoch_0001.pt" in message for message in logged)
+    assert any("using epoch_0001.pt" in message for message in logged)
 
 
 def test_explore_reads_the_newest_good_checkpoint_when_last_is_damaged(tiny_config: RunConfig,
@@ -285,7 +285,7 @@ def test_explore_reads_the_newest_good_checkpoint_when_last_is_damaged(tiny_conf
     folder.last_checkpoint.write_bytes(b"garbage")
     trained = load_trained(folder.path)
     assert trained.checkpoint == folder.epoch_checkpoint(1) and trained.epoch == 1
-    assert trained.note is not None and "resuming from epoch_0001.pt" in trained.note
+    assert trained.note is not None and "using epoch_0001.pt" in trained.note
     folder.epoch_checkpoint(1).write_bytes(b"garbage too")
     with pytest.raises(CheckpointError, match="no usable checkpoint"):
         load_trained(folder.path)

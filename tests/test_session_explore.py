@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from conftest import make_image_folder
 
-from simclr_studio.session.explore import ExploreSession, Selection
+from simclr_studio.session.explore import ExploreSession
+from simclr_studio.session.explore_values import Selection
 
 
 @pytest.fixture(scope="module")

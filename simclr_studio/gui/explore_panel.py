@@ -28,7 +28,8 @@ from simclr_studio.data import IMAGE_EXTENSIONS, ScanResult
 from simclr_studio.gui.explore_results import FocusCard, QualityTable, ResultsList
 from simclr_studio.gui.map_view import MapView
 from simclr_studio.gui.workers import Job, Workers
-from simclr_studio.session.explore import Clusters, Embedded, ExploreSession, Measured, Projection, Results
+from simclr_studio.session.explore import ExploreSession
+from simclr_studio.session.explore_values import Clusters, Embedded, Measured, Projection, Results
 
 MAPS = {"t-SNE": "tsne", "PCA": "pca"}
 BY_CLUSTER = 1  # the colour choice "k-means clusters"

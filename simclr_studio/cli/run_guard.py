@@ -26,15 +26,7 @@ def check_before_launch(out: Path, resume: bool, overwrite: bool) -> None:
     """Refuse, before any process starts, what ``claim_run_folder`` would refuse; changes nothing."""
     from simclr_studio.run_folder import RunFolder
 
-    folder = RunFolder(out)
-    _refuse_if_busy(folder)
-    if resume:
-        if not folder.can_resume():
-            raise CliError(f"nothing to resume: no checkpoint in {folder.checkpoint_dir}")
-        return
-    problem = folder.new_run_problem()
-    if problem is not None and not (overwrite and folder.holds_run() and folder.path.is_dir()):
-        raise CliError(problem)
+    _refusal(RunFolder(out), resume, overwrite)
 
 
 def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
@@ -42,21 +34,29 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
     from simclr_studio.run_folder import RunFolder
 
     folder = RunFolder(out)
+    old_run = _refusal(folder, resume, overwrite)
+    if resume:
+        note = folder.restore_config()
+        if note is not None:
+            print(f"note: {note}", file=sys.stderr)
+    elif old_run:
+        moved = folder.move_aside()
+        print(f"note: the old run in {folder.path} was moved aside to {moved}", file=sys.stderr)
+
+
+def _refusal(folder: RunFolder, resume: bool, overwrite: bool) -> bool:
+    """Raise what this run may not do in ``folder``; True when --overwrite lets a new run replace an old one."""
     _refuse_if_busy(folder)
     if resume:
         if not folder.can_resume():
             raise CliError(f"nothing to resume: no checkpoint in {folder.checkpoint_dir}")
-        note = folder.restore_config()
-        if note is not None:
-            print(f"note: {note}", file=sys.stderr)
-        return
+        return False
     problem = folder.new_run_problem()
     if problem is None:
-        return
+        return False
     if not (overwrite and folder.holds_run() and folder.path.is_dir()):
         raise CliError(problem)
-    moved = folder.move_aside()
-    print(f"note: the old run in {folder.path} was moved aside to {moved}", file=sys.stderr)
+    return True
 
 
 def _refuse_if_busy(folder: RunFolder) -> None:

@@ -139,3 +139,10 @@ def current_writer(run_dir: str | Path) -> Writer | None:
             return None  # free (closing the file gives the lock back)
         f.seek(0)
         return Writer.from_text(f.read().decode("utf-8", "replace")) or Writer(0, "unknown host", 0.0)
+
+
+def refuse_if_busy(run_dir: str | Path) -> None:
+    """Raise RunBusyError, naming the holder, when another process writes ``run_dir``."""
+    writer = current_writer(run_dir)
+    if writer is not None:
+        raise RunBusyError(Path(run_dir), writer)

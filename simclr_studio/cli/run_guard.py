@@ -46,7 +46,9 @@ def claim_run_folder(out: Path, resume: bool, overwrite: bool) -> None:
 
 def _refusal(folder: RunFolder, resume: bool, overwrite: bool) -> bool:
     """Raise what this run may not do in ``folder``; True when --overwrite lets a new run replace an old one."""
-    _refuse_if_busy(folder)
+    from simclr_studio.run_lock import refuse_if_busy
+
+    refuse_if_busy(folder.path)
     if resume:
         if not folder.can_resume():
             raise CliError(f"nothing to resume: no checkpoint in {folder.checkpoint_dir}")
@@ -57,11 +59,3 @@ def _refusal(folder: RunFolder, resume: bool, overwrite: bool) -> bool:
     if not (overwrite and folder.holds_run() and folder.path.is_dir()):
         raise CliError(problem)
     return True
-
-
-def _refuse_if_busy(folder: RunFolder) -> None:
-    from simclr_studio.run_lock import RunBusyError
-
-    writer = folder.writer()
-    if writer is not None:
-        raise RunBusyError(folder.path, writer)

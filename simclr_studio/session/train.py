@@ -28,7 +28,7 @@ from simclr_studio.events import ErrorEvent, Event, EventsFollower, StateEvent
 from simclr_studio.history import RunHistory
 from simclr_studio.recipe import FolderFacts, suggest
 from simclr_studio.run_folder import LIVE_WINDOW_S, RunFolder, RunState, resume_config
-from simclr_studio.run_lock import RunBusyError
+from simclr_studio.run_lock import RunBusyError, refuse_if_busy
 from simclr_studio.session.wording import EventWording, format_minutes
 from simclr_studio.training_link import ChildRun
 
@@ -208,9 +208,10 @@ class TrainSession:
     @staticmethod
     def _refuse_if_written_elsewhere(folder: RunFolder) -> None:
         """One writer per run folder: another process holding its lock is named in one line."""
-        writer = folder.writer()
-        if writer is not None:
-            raise TrainError(str(RunBusyError(folder.path, writer)))
+        try:
+            refuse_if_busy(folder.path)
+        except RunBusyError as exc:
+            raise TrainError(str(exc)) from exc
 
     # ---- control ----------------------------------------------------------------------------------
     def pause(self) -> None:

@@ -175,17 +175,32 @@ def features_for_paths(
     Returns (features of the images that decoded, in order; {index: reason} of those that did not).
     ``should_stop`` is checked between chunks; when it holds, InterruptedError is raised.
     """
+    return files_to_features(
+        paths, size, lambda images: extract_features(backbone, iter_batches(images, batch_size), device),
+        chunk, progress, should_stop, max_pixels)
+
+
+def files_to_features(
+    paths: list[str],
+    size: int,
+    featurize: Callable[[torch.Tensor], np.ndarray],
+    chunk: int = 2048,
+    progress: ProgressFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    max_pixels: int | None = None,
+) -> tuple[np.ndarray, dict[int, str]]:
+    """``featurize`` of the image files' evaluation views (uint8 [n, 3, size, size]), decoded a
+    chunk at a time: (features of the images that decoded, in order; {index: reason} of the others)."""
     from simclr_studio.image_cache import decode_all, without_failures
 
     parts: list[np.ndarray] = []
     failures: dict[int, str] = {}
     for start in range(0, len(paths), chunk):
         if should_stop is not None and should_stop():
-            raise InterruptedError("embedding cancelled")
+            raise InterruptedError("cancelled")
         images, bad = decode_all(paths[start : start + chunk], size, max_pixels=max_pixels)
         failures.update({start + i: reason for i, reason in bad.items()})
-        images = without_failures(images, bad)
-        parts.append(extract_features(backbone, iter_batches(images, batch_size), device))
+        parts.append(featurize(without_failures(images, bad)))
         if progress is not None:
             progress(min(start + chunk, len(paths)), len(paths))
     parts = [p for p in parts if p.size]

@@ -16,13 +16,13 @@ import torch
 from simclr_studio.data import ProgressFn, ScanResult
 from simclr_studio.embeddings import Embeddings, embed_cached
 from simclr_studio.evaluate import (
+    files_to_features,
     knn_sample,
     leave_one_out_knn,
     linear_probe_accuracy,
     raw_pixel_features,
     stratified_split,
 )
-from simclr_studio.image_cache import decode_all, without_failures
 from simclr_studio.trained import TrainedModel
 
 ROWS = (("trained", "This checkpoint"), ("random", "Random encoder"), ("raw", "Raw pixels"))
@@ -95,18 +95,9 @@ def raw_pixels(paths: list[str], size: int, progress: ProgressFn | None = None,
                should_stop: ShouldStop | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(raw-pixel features, indices of the paths that decoded) as the trainer's baseline takes them:
     the evaluation view at the run's size (resize, centre crop), reduced as raw_pixel_features does."""
-    parts: list[np.ndarray] = []
-    keep: list[int] = []
-    for start in range(0, len(paths), RAW_CHUNK):
-        if should_stop is not None and should_stop():
-            raise InterruptedError("cancelled")
-        images, failed = decode_all(paths[start : start + RAW_CHUNK], size)
-        images = without_failures(images, failed)
-        parts.append(raw_pixel_features(images))
-        keep += [start + i for i in range(min(RAW_CHUNK, len(paths) - start)) if i not in failed]
-        if progress is not None:
-            progress(min(start + RAW_CHUNK, len(paths)), len(paths))
-    return np.concatenate(parts), np.asarray(keep, dtype=np.int64)
+    features, failed = files_to_features(paths, size, raw_pixel_features, RAW_CHUNK, progress, should_stop)
+    keep = [i for i in range(len(paths)) if i not in failed]
+    return features, np.asarray(keep, dtype=np.int64)
 
 
 def _aligned(paths: list[str], labels: np.ndarray, got_paths: list[str],

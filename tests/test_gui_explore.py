@@ -138,6 +138,30 @@ def test_clicking_a_point_lists_its_true_neighbours(explorer, qtbot):
     np.testing.assert_allclose(panel.map.focus_item.getData()[0], [panel.map.coords[expected[0], 0]])
 
 
+def click_on_point(qtbot, view, row: int) -> None:
+    """A real left click (press and release through Qt) on the centre of point ``row``'s dot."""
+    from PySide6.QtCore import QPoint
+
+    scene = view.view.mapViewToScene(QPointF(*map(float, view.coords[row])))
+    pos = view.mapFromScene(scene)
+    qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=QPoint(pos.x(), pos.y()))
+
+
+def test_a_click_on_a_dots_centre_focuses_it(explorer, qtbot):
+    win, panel = explorer
+    qtbot.waitExposed(win)
+    coords = panel.map.coords
+    rows = [r for r in range(len(coords)) if panel.map.nearest(*coords[r]) == r]  # not hidden under another dot
+    assert rows
+    click_on_point(qtbot, panel.map, rows[0])
+    assert panel.session.focus == rows[0]
+    # A second dot, then the first again: its red focus ring is drawn on top and must not swallow the click.
+    click_on_point(qtbot, panel.map, rows[-1])
+    assert panel.session.focus == rows[-1]
+    click_on_point(qtbot, panel.map, rows[-1])
+    assert panel.session.focus == rows[-1] and panel.focus_card.caption.text().count("<b>") == 1
+
+
 def test_empty_space_click_and_nearest_point(explorer):
     win, panel = explorer
     coords = panel.map.coords

@@ -29,6 +29,15 @@ def class_colour(i: int, n: int) -> tuple[int, int, int]:
     return c.red(), c.green(), c.blue()
 
 
+class MapPoints(pg.ScatterPlotItem):
+    """A scatter layer that leaves clicks to the map: pyqtgraph's scatter accepts a click on a dot
+    before the view box sees it, so a click exactly on a dot did nothing. The map picks the nearest
+    point in screen distance instead (``MapView.nearest``), the same for dots and the space between."""
+
+    def mouseClickEvent(self, ev) -> None:
+        ev.ignore()
+
+
 class SelectViewBox(pg.ViewBox):
     """Left-drag pans, wheel zooms; Shift+drag selects a rectangle, Ctrl+drag draws a lasso."""
 
@@ -106,10 +115,10 @@ class MapView(pg.PlotWidget):
         self.plotItem.setMenuEnabled(False)
         self.legend = self.plotItem.addLegend(offset=(8, 8), labelTextSize="9pt")
         self.coords = np.zeros((0, 2), np.float32)
-        self.groups: list[pg.ScatterPlotItem] = []
-        self.selection_item = pg.ScatterPlotItem(size=8, pen=pg.mkPen((20, 20, 20), width=1), brush=None)
-        self.neighbour_item = pg.ScatterPlotItem(size=12, pen=pg.mkPen((255, 140, 0), width=2), brush=None)
-        self.focus_item = pg.ScatterPlotItem(size=18, pen=pg.mkPen((220, 20, 60), width=3), brush=None)
+        self.groups: list[MapPoints] = []
+        self.selection_item = MapPoints(size=8, pen=pg.mkPen((20, 20, 20), width=1), brush=None)
+        self.neighbour_item = MapPoints(size=12, pen=pg.mkPen((255, 140, 0), width=2), brush=None)
+        self.focus_item = MapPoints(size=18, pen=pg.mkPen((220, 20, 60), width=3), brush=None)
         for z, item in enumerate((self.selection_item, self.neighbour_item, self.focus_item)):
             item.setZValue(100 + z)
             self.plotItem.addItem(item, ignoreBounds=True)
@@ -149,7 +158,7 @@ class MapView(pg.PlotWidget):
             rows = np.flatnonzero(groups == g)
             if rows.size == 0:
                 continue
-            item = pg.ScatterPlotItem(x=self.coords[rows, 0], y=self.coords[rows, 1], size=size, pen=None,
+            item = MapPoints(x=self.coords[rows, 0], y=self.coords[rows, 1], size=size, pen=None,
                                       brush=pg.mkBrush(*class_colour(g, len(names)), 200), name=name)
             item.rows = rows
             self.plotItem.addItem(item)

@@ -69,7 +69,6 @@ def test_embedding_fills_the_scatter(explorer):
         assert table.labels[(key, "knn")].text() == f"{scores.knn_accuracy:.3f}"
         assert table.labels[(key, "linear")].text() == f"{scores.linear_accuracy:.3f}"
     assert "k=23, same as the Train tab" in table.note.text()  # 24 images: k = min(200, 24 - 1)
-    assert win.export_action.isEnabled()
 
 
 def test_quality_uses_the_train_tabs_knn_protocol(explorer):
@@ -206,7 +205,7 @@ def test_export_writes_loadable_files(explorer, qtbot, tmp_path):
     from simclr_studio.gui.export_dialog import ExportDialog
 
     win, panel = explorer
-    dialog = ExportDialog(panel, tmp_path / "out", win)
+    dialog = ExportDialog(panel.export_source(), tmp_path / "out", win)
     for key in ("pt", "safetensors", "npz", "csv", "png"):
         dialog.boxes[key].setChecked(True)
     dialog.boxes["onnx"].setChecked(False)  # covered by the engine's export tests
@@ -230,7 +229,37 @@ def test_export_writes_loadable_files(explorer, qtbot, tmp_path):
     from PySide6.QtGui import QImage
 
     png = next(p for p in dialog.written if p.suffix == ".png")
-    assert not QImage(str(png)).isNull() and QImage(str(png)).width() >= 800
+    image = QImage(str(png))
+    assert not image.isNull() and image.width() >= 800
+    # The title band above the map: the run, checkpoint and projection are written there (dark ink).
+    from simclr_studio.gui.export_dialog import TITLE_HEIGHT, map_title
+
+    title = map_title(panel.session.run_dir, panel.session.sources.checkpoint, panel.map_name)
+    assert panel.session.run_dir.name in title and "t-SNE" in title
+    band = [image.pixelColor(x, y).lightness() for x in range(0, 400, 2) for y in range(0, TITLE_HEIGHT, 2)]
+    assert min(band) < 100 and max(band) > 200
+
+
+def test_weights_export_needs_no_embedding(trained, qtbot, tmp_path, monkeypatch):
+    """Export is there as soon as a run has a checkpoint; only features and the map wait for Embed."""
+    from simclr_studio.gui.app import build_window, create_app
+
+    data, run = trained
+    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    create_app()
+    win = build_window(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(win)
+    win.open_path(run)
+    qtbot.waitUntil(lambda: win.scan is not None, timeout=10_000)
+    assert win.export_action.isEnabled() and win.explore_panel.session.embedded is None
+    win.show_export()
+    dialog = win.export_dialog
+    assert dialog.boxes["pt"].isChecked() and not dialog.boxes["npz"].isEnabled()
+    dialog.folder.setText(str(tmp_path / "weights"))
+    dialog.export()
+    qtbot.waitUntil(lambda: bool(dialog.written), timeout=30_000)
+    suffixes = {p.suffix for p in dialog.written}
+    assert ".pt" in suffixes and not suffixes & {".npz", ".csv", ".png"}
 
 
 def test_embeddings_are_reused_when_the_tab_is_reopened(explorer, qtbot):

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
 
 from simclr_studio.data import IMAGE_EXTENSIONS, ScanResult
 from simclr_studio.gui.explore_results import FocusCard, QualityTable, ResultsList
+from simclr_studio.gui.export_dialog import MAP_PNG_WIDTH, ExportSource, map_title, titled
 from simclr_studio.gui.map_view import MapView
 from simclr_studio.gui.workers import Job, Workers
 from simclr_studio.session.explore import ExploreSession
@@ -44,8 +45,6 @@ def dropped_image(mime) -> str | None:
 
 
 class ExplorePanel(QWidget):
-    embeddings_ready = Signal(bool)  # True when a checkpoint's embeddings are loaded (export possible)
-
     def __init__(self, parent: QWidget | None = None, session: ExploreSession | None = None):
         super().__init__(parent)
         self.setAcceptDrops(True)
@@ -127,6 +126,20 @@ class ExplorePanel(QWidget):
     def apply_theme(self, dark: bool) -> None:
         self.map.apply_theme(dark)
 
+    def export_source(self) -> ExportSource | None:
+        """The chosen checkpoint, with the embeddings and the map when the folder is embedded by it;
+        None without a checkpoint."""
+        s = self.session.sources
+        if s.run_dir is None or s.checkpoint is None:
+            return None
+        embedded = self.session.embedded
+        if embedded is None:
+            return ExportSource(s.run_dir, s.checkpoint)
+        image = self.map.render_image(MAP_PNG_WIDTH)
+        title = map_title(s.run_dir, s.checkpoint, self.map_name)
+        return ExportSource(s.run_dir, s.checkpoint, embedded.trained, embedded.embeddings, self.map_name,
+                            titled(image, title, self.map.dark) if image is not None else None)
+
     # ---- sources ------------------------------------------------------------------------------
     def set_sources(self, run_dir: Path | None, scan: ScanResult | None) -> None:
         """The run whose checkpoints embed ``scan``'s images; called whenever the tab is shown."""
@@ -181,7 +194,6 @@ class ExplorePanel(QWidget):
         self.focus_card.clear()
         self.quality_table.set_quality(None)
         self._set_busy(None)
-        self.embeddings_ready.emit(False)
 
     # ---- background work ------------------------------------------------------------------------
     def _start(self, name: str, fn: Job, on_result, label: str, quiet: bool = False) -> None:
@@ -243,7 +255,6 @@ class ExplorePanel(QWidget):
         self.colour_choice.blockSignals(False)
         self._show_map()
         self._show_state(self.session.prompt())
-        self.embeddings_ready.emit(True)
         if labeled:
             self.compute_quality()
 

@@ -1,15 +1,19 @@
 """Export dialog: encoder weights (.pt / .safetensors / ONNX), embeddings (.npz / CSV with paths,
-labels and map coordinates) and the map as PNG, written in the background; it lists what it wrote."""
+labels and map coordinates) and the map as PNG (titled with the run, checkpoint, map and date),
+written in the background; it lists what it wrote. Weights need only a checkpoint: the features and
+the map need the folder embedded in the Explore tab."""
 
 from __future__ import annotations
 
 import importlib.util
 import os
 import tempfile
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QImage
+from PySide6.QtCore import QRect, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPainter
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -27,6 +31,41 @@ from PySide6.QtWidgets import (
 from simclr_studio.gui.workers import Worker
 
 MAP_PNG_WIDTH = 1600
+TITLE_HEIGHT = 64  # pixels above the map in the PNG for its title
+
+
+@dataclass(frozen=True)
+class ExportSource:
+    """What is exported: a checkpoint of a run (loaded on the worker thread when not loaded yet) and,
+    when the folder is embedded, its embeddings and the map as shown."""
+
+    run_dir: Path
+    checkpoint: Path
+    trained: object | None = None  # TrainedModel of ``checkpoint``, if loaded
+    embeddings: object | None = None  # Embeddings of the folder by ``checkpoint``
+    map_name: str = ""
+    map_image: QImage | None = None  # the map rendered on the GUI thread, titled
+
+
+def map_title(run_dir: Path, checkpoint: Path, map_name: str, when: datetime | None = None) -> str:
+    projection = {"tsne": "t-SNE", "pca": "PCA"}.get(map_name, map_name or "PCA")
+    return f"{run_dir.name} · {checkpoint.name} · {projection} · {(when or datetime.now()):%Y-%m-%d %H:%M}"
+
+
+def titled(image: QImage, title: str, dark: bool = False) -> QImage:
+    """``image`` with ``title`` written in a band above it (what the PNG shows, once out of the app)."""
+    out = QImage(image.width(), image.height() + TITLE_HEIGHT, QImage.Format.Format_ARGB32)
+    out.fill(QColor("#1e1f22" if dark else "white"))
+    painter = QPainter(out)
+    painter.drawImage(0, TITLE_HEIGHT, image)
+    font = QFont()
+    font.setPixelSize(TITLE_HEIGHT // 2)
+    painter.setFont(font)
+    painter.setPen(QColor("#ebebeb" if dark else "#141414"))
+    painter.drawText(QRect(16, 0, image.width() - 32, TITLE_HEIGHT),
+                     Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, title)
+    painter.end()
+    return out
 
 
 def save_qimage_atomic(image: QImage, path: Path) -> None:
@@ -42,18 +81,21 @@ def save_qimage_atomic(image: QImage, path: Path) -> None:
             os.unlink(tmp)
 
 
-def write_exports(model, emb, map_name: str, map_image: QImage | None, folder: Path,
-                  choices: dict[str, bool]) -> list[Path]:
-    """Write every chosen export of ``model`` (a TrainedModel) and ``emb`` (its embeddings of a
-    folder) into ``folder``; returns the files written. Runs on a worker thread."""
+def write_exports(source: ExportSource, folder: Path, choices: dict[str, bool]) -> list[Path]:
+    """Write every chosen export of ``source`` into ``folder``; returns the files written. Runs on a
+    worker thread."""
     from simclr_studio.export import export_weights, save_embeddings
+    from simclr_studio.trained import load_trained
 
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{model.run_dir.name}-{Path(model.checkpoint).stem}"
+    stem = f"{source.run_dir.name}-{source.checkpoint.stem}"
+    emb, map_name, map_image = source.embeddings, source.map_name, source.map_image
     written: list[Path] = []
-    for fmt in ("pt", "safetensors", "onnx"):
-        if choices.get(fmt):
-            written += export_weights(model, fmt, folder / f"{stem}.{fmt}")
+    weights = [fmt for fmt in ("pt", "safetensors", "onnx") if choices.get(fmt)]
+    model = source.trained if source.trained is not None or not weights else load_trained(source.run_dir,
+                                                                                             source.checkpoint)
+    for fmt in weights:
+        written += export_weights(model, fmt, folder / f"{stem}.{fmt}")
     coords = emb.maps.get(map_name) if emb is not None else None
     for fmt in ("npz", "csv"):
         if choices.get(fmt) and emb is not None:
@@ -67,16 +109,14 @@ def write_exports(model, emb, map_name: str, map_image: QImage | None, folder: P
 
 
 class ExportDialog(QDialog):
-    def __init__(self, explorer, default_folder: Path, parent=None):
+    def __init__(self, source: ExportSource, default_folder: Path, parent=None):
         super().__init__(parent)
-        self.setWindowTitle("Export")
-        self.explorer = explorer
+        self.setWindowTitle(f"Export {source.run_dir.name} · {source.checkpoint.name}")
         # What is exported is what was shown when the dialog opened, even if the explorer moves on.
-        self.model, self.emb, self.map_name = explorer.session.trained, explorer.session.embeddings, explorer.map_name
-        self.map_snapshot = self.map_image() if self.emb is not None else None
+        self.source = source
         self.job: Worker | None = None
         self.written: list[Path] = []
-        has_emb = self.emb is not None
+        has_emb = source.embeddings is not None
         self.boxes = {
             "pt": QCheckBox("PyTorch state_dict (.pt)"),
             "safetensors": QCheckBox("safetensors (.safetensors)"),
@@ -88,7 +128,9 @@ class ExportDialog(QDialog):
         for key in ("pt", "npz", "png"):
             self.boxes[key].setChecked(True)
         for key in ("npz", "csv", "png"):
-            self.boxes[key].setEnabled(has_emb)
+            self.boxes[key].setEnabled(has_emb and (key != "png" or source.map_image is not None))
+            if not has_emb:
+                self.boxes[key].setToolTip("Embed the folder in the Explore tab first")
         self.folder = QLineEdit(str(default_folder))
         browse = QToolButton()
         browse.setText("…")
@@ -101,6 +143,11 @@ class ExportDialog(QDialog):
         data = QVBoxLayout()
         for key in ("npz", "csv", "png"):
             data.addWidget(self.boxes[key])
+        if not has_emb:
+            hint = QLabel("To export features and the map, embed the folder in the Explore tab.")
+            hint.setObjectName("muted")
+            hint.setWordWrap(True)
+            data.addWidget(hint)
         form.addRow("Features", data)
         row = QHBoxLayout()
         row.addWidget(self.folder)
@@ -133,15 +180,6 @@ class ExportDialog(QDialog):
     def choices(self) -> dict[str, bool]:
         return {k: b.isChecked() and b.isEnabled() for k, b in self.boxes.items()}
 
-    def map_image(self) -> QImage | None:
-        """The map rendered at a fixed width (on the GUI thread: scene rendering is not thread-safe)."""
-        import pyqtgraph.exporters as exporters
-
-        exporter = exporters.ImageExporter(self.explorer.map.plotItem)
-        exporter.parameters()["width"] = MAP_PNG_WIDTH
-        image = exporter.export(toBytes=True)
-        return image if isinstance(image, QImage) and not image.isNull() else None
-
     def export(self) -> None:
         choices = self.choices()
         if not any(choices.values()):
@@ -151,12 +189,10 @@ class ExportDialog(QDialog):
         if choices["onnx"] and importlib.util.find_spec("onnx") is None:
             self.status.setText("ONNX export needs the onnx extra: pip install 'simclr-studio[onnx]'")
             return
-        image = self.map_snapshot if choices["png"] else None
-        model, emb, map_name = self.model, self.emb, self.map_name
+        source = self.source
         self.export_button.setEnabled(False)
         self.status.setText("Exporting…")
-        self.job = Worker(lambda progress, stop: write_exports(model, emb, map_name, image, folder, choices),
-                          "export", self)
+        self.job = Worker(lambda progress, stop: write_exports(source, folder, choices), "export", self)
         self.job.finished.connect(self._done)
         self.job.failed.connect(self._failed)
         self.job.start()

@@ -75,8 +75,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         self.export_action = QAction("&Export…", self, shortcut=QKeySequence("Ctrl+E"))
         self.export_action.triggered.connect(self.show_export)
-        self.export_action.setEnabled(False)
-        self.explore_panel.embeddings_ready.connect(self.export_action.setEnabled)
+        self.export_action.setToolTip("Export a checkpoint's weights; its features and map once embedded")
         file_menu.addAction(self.export_action)
         file_menu.addSeparator()
         preferences = QAction("&Preferences…", self, shortcut=QKeySequence("Ctrl+,"))
@@ -290,11 +289,13 @@ class MainWindow(QMainWindow):
     def show_export(self) -> None:
         from simclr_studio.gui.export_dialog import ExportDialog
 
-        if self.explore_panel.session.trained is None:
-            self.statusBar().showMessage("Embed a checkpoint in the Explore tab first.")
+        self.explore_panel.set_sources(self.train_panel.current_run_dir(), self.scan)  # the run the Train tab shows
+        source = self.explore_panel.export_source()
+        if source is None:
+            QMessageBox.information(self, "Nothing to export yet",
+                                    "Export needs a checkpoint: train at least one epoch, or open a run folder.")
             return
-        default = self.explore_panel.session.trained.run_dir / "export"
-        self.export_dialog = ExportDialog(self.explore_panel, default, self)
+        self.export_dialog = ExportDialog(source, source.run_dir / "export", self)
         self.export_dialog.show()
 
     # ---- drag and drop ------------------------------------------------------------------------

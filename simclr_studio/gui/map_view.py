@@ -109,6 +109,7 @@ class MapView(pg.PlotWidget):
     def __init__(self, parent=None):
         self.view = SelectViewBox()
         super().__init__(parent, viewBox=self.view)
+        self.dark = False
         self.setBackground("w")
         self.plotItem.hideAxis("left")
         self.plotItem.hideAxis("bottom")
@@ -136,6 +137,7 @@ class MapView(pg.PlotWidget):
         self.point_hovered.connect(self._preview)
 
     def apply_theme(self, dark: bool) -> None:
+        self.dark = dark
         self.setBackground("#1e1f22" if dark else "w")
         ink = (235, 235, 235) if dark else (20, 20, 20)  # outlines that stand out from the background
         self.selection_item.setPen(pg.mkPen(ink, width=1))
@@ -165,6 +167,18 @@ class MapView(pg.PlotWidget):
             self.groups.append(item)
         self.mark()
         self.view.autoRange(padding=0.05)
+
+    def render_image(self, width: int) -> QImage | None:
+        """The map as shown, rendered at ``width`` pixels (on the GUI thread: scene rendering is not
+        thread-safe)."""
+        import pyqtgraph.exporters as exporters
+
+        if len(self.coords) == 0:
+            return None
+        exporter = exporters.ImageExporter(self.plotItem)
+        exporter.parameters()["width"] = width
+        image = exporter.export(toBytes=True)
+        return image if isinstance(image, QImage) and not image.isNull() else None
 
     def point_count(self) -> int:
         return sum(len(item.rows) for item in self.groups)

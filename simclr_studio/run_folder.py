@@ -6,6 +6,7 @@
     RUN_DIR/events.jsonl         every event of every session of the run (followers read it live)
     RUN_DIR/train.log            what the training process printed when the app started it
     RUN_DIR/embeddings/          cached features of folders embedded with the run's checkpoints
+    RUN_DIR/selections.json      the named selections and tags of the run's images (see selections)
     RUN_DIR/writer.lock          held by the one process writing the run (see run_lock)
 """
 
@@ -30,6 +31,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 PROCESS_LOG = "train.log"
 EMBEDDINGS_DIR = "embeddings"
+SELECTIONS_FILE = "selections.json"
 LIVE_WINDOW_S = 120  # an events file touched this recently, without a "finished" event, is a live run
 
 RunState = Literal["new", "live", "resumable", "finished"]
@@ -72,6 +74,10 @@ class RunFolder:
     @property
     def embeddings_dir(self) -> Path:
         return self.path / EMBEDDINGS_DIR
+
+    @property
+    def selections_file(self) -> Path:
+        return self.path / SELECTIONS_FILE
 
     @property
     def lock_file(self) -> Path:

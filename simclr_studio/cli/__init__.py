@@ -1,9 +1,10 @@
-"""The ``simclr-studio`` command line: train, embed, eval and export from the shell.
+"""The ``simclr-studio`` command line: train, embed, eval, export and curate from the shell.
 
     __init__   main(): parse, dispatch, and the one place that turns expected failures into one line
     parser     the parser: every flag, in groups; a config file's values become the flags' defaults
     train      ``train``: the run's config, processes, progress on the terminal, the app's link, signals
     features   ``embed``, ``eval`` and ``export``: what a trained encoder gives
+    curate     ``curate``: near-duplicates, outliers and likely mislabeled images, as a CSV report
 
 Expected failures (missing folder, bad config, corrupt checkpoint, a run folder another process
 writes...) print one line and exit 2; Ctrl-C before a run can stop cleanly prints "interrupted" and
@@ -20,7 +21,7 @@ EXIT_USAGE = 2
 EXIT_FAILED = 1
 EXIT_INTERRUPTED = 130
 DEMO_MINUTES = 2.0  # `train --demo` without --epochs: a two-minute run of the default recipe
-SUBCOMMANDS = ("train", "embed", "eval", "export")
+SUBCOMMANDS = ("train", "embed", "eval", "export", "curate")
 TORCHRUN = "torchrun"  # hidden: torchrun itself, for a frozen bundle, which has no `python -m` (see distributed.py)
 
 

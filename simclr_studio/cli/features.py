@@ -53,7 +53,10 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if args.map != "none":
         from simclr_studio.projection import pca_2d, tsne_2d
 
-        coords = (pca_2d if args.map == "pca" else tsne_2d)(feats)
+        if args.map == "pca":
+            coords = pca_2d(feats)
+        else:
+            coords = tsne_2d(feats, perplexity=args.perplexity, max_iter=args.tsne_iterations)
     path = save_embeddings(args.out, feats, scan.paths, scan.labels, scan.classes, coords)
     print(f"wrote {feats.shape[0]} × {feats.shape[1]} features to {path}"
           + (f" with {args.map} map coordinates" if coords is not None else ""))

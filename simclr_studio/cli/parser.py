@@ -9,6 +9,7 @@ what was asked (``--epochs`` alone drops a time budget, a resume names what it i
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
@@ -33,6 +34,20 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -86,6 +101,7 @@ def build_parser(train_defaults: dict[str, Any] | None = None) -> argparse.Argum
     add_embed_parser(sub)
     add_eval_parser(sub)
     add_export_parser(sub)
+    add_curate_parser(sub)
     return parser
 
 
@@ -189,6 +205,9 @@ def add_embed_parser(sub: Subparsers) -> None:
     e.add_argument("--out", required=True, metavar="FEATURES.npz", help=".npz or .csv")
     e.add_argument("--map", choices=("none", "pca", "tsne"), default="none",
                    help="also store 2-D map coordinates (x, y columns in CSV, 'coords' in .npz)")
+    e.add_argument("--perplexity", type=positive_float, default=30.0, help="t-SNE perplexity (--map tsne)")
+    e.add_argument("--tsne-iterations", type=positive_int, default=750, dest="tsne_iterations", metavar="N",
+                   help="t-SNE optimisation steps (--map tsne)")
     _add_feature_args(e)
 
 
@@ -210,3 +229,30 @@ def add_export_parser(sub: Subparsers) -> None:
     _add_run_args(x)
     x.add_argument("--format", choices=("pt", "safetensors", "onnx"), required=True)
     x.add_argument("--out", required=True, metavar="PATH")
+
+
+def add_curate_parser(sub: Subparsers) -> None:
+    from simclr_studio.cli.curate import DEFAULT_MISLABELS, DEFAULT_OUTLIERS, OUTLIER_SHARE, cmd_curate
+    from simclr_studio.curate import DEFAULT_DUPLICATE_THRESHOLD
+
+    c = _command(sub, "curate", cmd_curate,
+                 "report near-duplicates, outliers and likely mislabeled images as CSV (kind,group,path,score)")
+    c.description = (
+        "Embed DATA_DIR with the run's encoder and write REPORT.csv, one row per finding, columns "
+        "kind,group,path,score. duplicate: group numbers a group of near-duplicates (largest first), score = "
+        "cosine similarity to the group's first image; outlier: group = rank, score = 1 - mean similarity to "
+        "the 10 nearest images (higher = more unusual); mislabel (with class subfolders): group = "
+        "'folder class→neighbours' vote', score = the vote's confidence.")
+    _add_run_args(c)
+    c.add_argument("data_dir", metavar="DATA_DIR")
+    c.add_argument("--out", required=True, metavar="REPORT.csv", help="the report: one row per finding")
+    c.add_argument("--overwrite", action="store_true", help="replace REPORT.csv when it exists")
+    c.add_argument("--duplicates", type=float, default=DEFAULT_DUPLICATE_THRESHOLD, metavar="T",
+                   help=f"group images whose cosine similarity is at least T (default {DEFAULT_DUPLICATE_THRESHOLD})")
+    c.add_argument("--outliers", type=non_negative_int, metavar="N",
+                   help=f"list the N most unusual images (default {DEFAULT_OUTLIERS}, at most "
+                        f"{OUTLIER_SHARE * 100:g}%% of the folder; 0: none)")
+    c.add_argument("--mislabels", type=non_negative_int, default=DEFAULT_MISLABELS, metavar="N",
+                   help=f"with class subfolders, list at most N likely mislabeled images, most confident "
+                        f"first (default {DEFAULT_MISLABELS}; 0: none)")
+    _add_feature_args(c)

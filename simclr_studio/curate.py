@@ -242,8 +242,8 @@ class _Partition:
         n = x.shape[0]
         centroids = _kmeans(x, max(2, min(2048, int(math.sqrt(n)))), seed)
         c = centroids.shape[0]
-        c2 = (centroids * centroids).sum(1)
-        gap = torch.cdist(centroids, centroids)
+        c2 = (centroids * centroids).sum(1).numpy()
+        gap = torch.cdist(centroids, centroids).numpy()
         margin = _margin(x.shape[1])
         eps = math.sqrt(max(0.0, 2.0 - 2.0 * floor)) + margin
         assign = torch.empty(n, dtype=torch.int64)
@@ -253,11 +253,11 @@ class _Partition:
         entries = 0
         for s in range(0, n, TILE_COLS):
             d2 = _squared_distances(x[s : s + TILE_COLS], centroids, c2)
-            own, mine = d2.min(1)
-            assign[s : s + TILE_COLS] = mine
-            near = d2.sub_(own[:, None]) <= gap[mine].mul_(2 * eps).add_(margin)
-            near &= torch.arange(c)[None, :] < mine[:, None]
-            rows, clusters = np.nonzero(near.numpy())  # numpy's nonzero: several times torch's on CPU
+            mine = d2.argmin(1)
+            assign[s : s + TILE_COLS] = torch.from_numpy(mine)
+            d2 -= d2[np.arange(len(mine)), mine][:, None]
+            near = (d2 <= gap[mine] * (2 * eps) + margin) & (np.arange(c)[None, :] < mine[:, None])
+            rows, clusters = np.nonzero(near)
             entries += len(rows)
             if entries > limit:
                 return None
@@ -275,8 +275,13 @@ class _Partition:
                    [pairs[cuts[a] : cuts[a + 1], 1].astype(np.int64) for a in range(c)], cost)
 
 
-def _squared_distances(x: torch.Tensor, centroids: torch.Tensor, c2: torch.Tensor) -> torch.Tensor:
-    return ((x * x).sum(1, keepdim=True) - 2 * x @ centroids.T + c2[None, :]).clamp_min_(0)
+def _squared_distances(x: torch.Tensor, centroids: torch.Tensor, c2: np.ndarray) -> np.ndarray:
+    """|x − c|² of every row and centroid: one product, the rest in numpy (see _PairSearch._tile)."""
+    d2 = (x @ centroids.T).numpy()
+    d2 *= -2
+    rows = x.numpy()
+    d2 += np.einsum("ij,ij->i", rows, rows)[:, None] + c2[None, :]
+    return np.maximum(d2, 0, out=d2)
 
 
 def _kmeans(x: torch.Tensor, k: int, seed: int, steps: int = 6) -> torch.Tensor:
@@ -320,7 +325,7 @@ class _PairSearch:
         for members, border in zip(part.members, part.borders, strict=True):
             if len(members):
                 ids = np.concatenate([members, border])
-                self._triangle(self.x[torch.from_numpy(ids)], ids, len(members))
+                self._triangle(torch.from_numpy(self.unit[ids]), ids, len(members))
 
     def _triangle(self, x: torch.Tensor, ids: np.ndarray, n_rows: int) -> None:
         """Every pair (p, q), p < q, of the rows ``x`` (row numbers ``ids``) whose p is one of the first
@@ -335,16 +340,20 @@ class _PairSearch:
         """Candidates of one tile; ``diagonal``: rows are the first columns (keep column > row only)."""
         if self.should_stop is not None and self.should_stop():
             raise InterruptedError("stopped while searching for duplicates")
-        sims = rows @ cols.T
-        if diagonal:
-            sims[:, : rows.shape[0]].triu_(1)  # zero on and below the diagonal: under any cut (floor > margin)
-        cut = self.floor - self.margin
-        hit = np.flatnonzero((sims.amax(1) >= cut).numpy())  # row maxima first: cheaper than a whole tile
-        if len(hit):
-            dense = len(hit) > rows.shape[0] // 2
-            block = sims.numpy() if dense else sims[torch.from_numpy(hit)].numpy()
+        # The product is the one parallel operation per tile; the rest is numpy, single-threaded: many
+        # small parallel operations stall when other processes keep the cores busy (thread barriers).
+        sims = (rows @ cols.T).numpy()
+        cut = np.float32(self.floor - self.margin)
+        hit = np.flatnonzero(sims.max(1) >= cut)  # row maxima first: cheaper than searching the whole tile
+        if diagonal:  # every row meets itself: search the whole tile, keep the pairs above the diagonal
+            r, c = np.nonzero(sims >= cut)
+            r, c = r[c > r], c[c > r]
+        elif len(hit):
+            block = sims[hit]
             r, c = np.nonzero(block >= cut)
-            self._keep(row_ids[r if dense else hit[r]], col_ids[c], block[r, c])
+            r = hit[r]
+        if diagonal or len(hit):
+            self._keep(row_ids[r], col_ids[c], sims[r, c])
         self.done += rows.shape[0] * cols.shape[0] - (rows.shape[0] * (rows.shape[0] + 1) // 2 if diagonal else 0)
         if self.progress is not None:
             self.progress(min(self.done, self.total), self.total)
@@ -425,10 +434,10 @@ def knn_graph(features: np.ndarray, k: int = MISLABEL_K, progress: ProgressFn | 
 def _cluster_order(x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     """Row numbers sorted by nearest k-means centroid."""
     centroids = _kmeans(x, max(2, min(2048, int(math.sqrt(x.shape[0])))), seed)
-    c2 = (centroids * centroids).sum(1)
-    assign = torch.cat([_squared_distances(x[s : s + TILE_COLS], centroids, c2).argmin(1)
-                        for s in range(0, x.shape[0], TILE_COLS)])
-    return torch.from_numpy(np.argsort(assign.numpy(), kind="stable"))
+    c2 = (centroids * centroids).sum(1).numpy()
+    assign = np.concatenate([_squared_distances(x[s : s + TILE_COLS], centroids, c2).argmin(1)
+                             for s in range(0, x.shape[0], TILE_COLS)])
+    return torch.from_numpy(np.argsort(assign, kind="stable"))
 
 
 def _fold(best_sim: torch.Tensor, best_idx: torch.Tensor, r0: int, sims: torch.Tensor, c0: int) -> None:

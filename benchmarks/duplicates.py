@@ -1,0 +1,277 @@
+"""The near-duplicate threshold: how similar are copies of an image, and how similar are distinct images?
+
+    python benchmarks/duplicates.py [--dataset fmnist|emoji] [--run RUN_DIR] [--minutes 4]
+                                    [--work /tmp/simclr-duplicates] [--out benchmarks/results/duplicates.json]
+    python benchmarks/duplicates.py --speed [--threads N]    # the search's time at 100,000 × 512
+
+A briefly trained encoder (the default recipe, ``--minutes`` on the CPU, on 10,000 Fashion-MNIST
+training images or the emoji set's training split; or ``--run`` to use one) embeds, through the real
+decoding path, images it never trained on:
+
+- the test images (Fashion-MNIST: the official 10,000; emoji: 1,517 from ``colour_data.py``, fetched
+  once with ``npm pack``): each one's nearest other test image is a *distinct* image (both sets hold
+  look-alikes of their own, e.g. one flag drawn alike by several vendors: the rate is an upper bound);
+- near-exact copies of a seeded sample of 500 of them, written as files: an exact copy, JPEG
+  re-encoded at quality 75 and 50, resized to 75 % and to 200 %, cropped to 90 % of each side (centred,
+  and at a corner), and, a harder case, cropped to 80 %.
+
+For each threshold T it prints the share of each kind of copy at least T similar to its original
+(found), the share of distinct images whose nearest neighbour is at least T similar (falsely grouped),
+and the groups ``curate.duplicate_pairs`` forms among the distinct images (how many, the largest).
+``--speed`` instead times ``curate.duplicate_pairs`` at DUPLICATE_FLOOR on 100,000 × 512 random and
+clustered features and on all 70,000 Fashion-MNIST images through the trained encoder; each run is
+appended with its load average (the development machine is shared). Writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+THRESHOLDS = [0.90, 0.95, 0.97, 0.98, 0.985, 0.99, 0.993, 0.995, 0.996, 0.997, 0.998, 0.999]
+N_TRAIN, N_COPIED = 10_000, 500
+COPIES = ["exact", "jpeg-q75", "jpeg-q50", "resize-75%", "resize-200%", "crop-90%-centre", "crop-90%-corner",
+          "crop-80%-centre"]
+
+
+def copy_of(path: str, kind: str) -> tuple[bytes, str]:
+    """The file bytes and extension of a near-exact copy of an image file."""
+    from PIL import Image
+
+    if kind == "exact":
+        return Path(path).read_bytes(), Path(path).suffix
+    im = Image.open(path)
+    im.load()
+    side = im.size[0]
+    if kind.startswith("resize"):
+        scale = int(kind.split("-")[1].rstrip("%")) / 100
+        im = im.resize((round(side * scale),) * 2, Image.BICUBIC)
+    elif kind.startswith("crop"):
+        keep = round(side * int(kind.split("-")[1].rstrip("%")) / 100)
+        off = (side - keep) // 2 if kind.endswith("centre") else 0
+        im = im.crop((off, off, off + keep, off + keep))
+    buf = io.BytesIO()
+    if kind.startswith("jpeg"):
+        im.convert("RGB" if im.mode not in ("L", "RGB") else im.mode).save(buf, "JPEG", quality=int(kind.split("q")[1]))
+        return buf.getvalue(), ".jpg"
+    im.save(buf, "PNG")
+    return buf.getvalue(), ".png"
+
+
+def dataset(name: str, work: Path, quick: bool) -> tuple[Path, list[str]]:
+    """(training folder, the distinct images' files) of Fashion-MNIST or the emoji set."""
+    if name == "emoji":
+        from colour_data import build
+
+        root = work / "emoji"
+        build(root, limit_train=1000 if quick else 0, limit_test=300 if quick else 0)
+        return root / "train", sorted(str(p) for p in (root / "test").rglob("*.png"))
+    from fashion_mnist import load_split
+    from fmnist import write_png_folder
+
+    train_images, _ = load_split("train")
+    test_images, _ = load_split("test")
+    n_test = 2000 if quick else len(test_images)
+    train_dir = write_png_folder(train_images[: 2000 if quick else N_TRAIN], work / "fmnist" / "train")
+    test_dir = write_png_folder(test_images[:n_test], work / "fmnist" / "test")
+    return train_dir, [str(test_dir / f"{i:05d}.png") for i in range(n_test)]
+
+
+def write_copies(distinct: list[str], folder: Path, n_copied: int) -> tuple[np.ndarray, dict[str, list[str]]]:
+    """(rows of the copied images in ``distinct``, each kind of copy's files): a seeded sample."""
+    rows = np.sort(np.random.default_rng(0).choice(len(distinct), min(n_copied, len(distinct)), replace=False))
+    copies: dict[str, list[str]] = {}
+    for kind in COPIES:
+        (folder / kind).mkdir(parents=True, exist_ok=True)
+        copies[kind] = []
+        for row in rows:
+            data, ext = copy_of(distinct[row], kind)
+            path = folder / kind / f"{row:05d}{ext}"
+            if not path.exists():
+                path.write_bytes(data)
+            copies[kind].append(str(path))
+    return rows, copies
+
+
+def trained_run(work: Path, train_dir: Path, minutes: float) -> Path:
+    from simclr_studio.cli import main as cli
+
+    run = work / "run"
+    if not (run / "checkpoints" / "last.pt").exists():
+        code = cli(["train", str(train_dir), "--out", str(run), "--minutes", str(minutes), "--device", "cpu",
+                    "--quiet"])
+        if code != 0:
+            raise SystemExit(f"training failed ({code})")
+    return run
+
+
+def embed(run: Path, paths: list[str]) -> np.ndarray:
+    from simclr_studio.evaluate import features_for_paths
+    from simclr_studio.trained import load_trained
+
+    trained = load_trained(run)
+    feats, failures = features_for_paths(trained.model.backbone, paths, trained.config.image_size)
+    assert not failures, failures
+    return feats
+
+
+def measure(run: Path, distinct: list[str], rows: np.ndarray, copies: dict[str, list[str]]) -> dict:
+    from simclr_studio.curate import duplicate_pairs, knn_graph
+    from simclr_studio.neighbours import normalize_rows
+
+    base = embed(run, distinct)
+    _, nearest = knn_graph(base, 1)
+    nearest = nearest[:, 0]
+    pairs = duplicate_pairs(base, floor=min(THRESHOLDS))  # the floor rises when that is too many pairs
+    unit = normalize_rows(base)
+    copy_sims = {}
+    for kind, paths in copies.items():
+        copy_sims[kind] = (normalize_rows(embed(run, paths)) * unit[rows]).sum(1)
+    rows = []
+    for t in THRESHOLDS:
+        groups = pairs.groups(t) if t >= pairs.floor else None
+        row = {"threshold": t, "distinct_grouped": float((nearest >= t).mean()),
+               "groups_among_distinct": len(groups) if groups is not None else None,
+               "largest_group": max((len(g.rows) for g in groups), default=0) if groups is not None else None}
+        row.update({kind: float((sims >= t).mean()) for kind, sims in copy_sims.items()})
+        rows.append(row)
+    quantiles = [0.01, 0.05, 0.5]
+    return {
+        "n_distinct": len(distinct), "n_copied": len(next(iter(copies.values()))),
+        "distinct_nearest_similarity": {f"p{int(q * 100)}": float(np.quantile(nearest, 1 - q)) for q in quantiles}
+        | {"max": float(nearest.max())},
+        "copy_similarity": {kind: {"min": float(s.min()), "p5": float(np.quantile(s, 0.05)),
+                                   "median": float(np.median(s))} for kind, s in copy_sims.items()},
+        "table": rows,
+    }
+
+
+def search_speed(n: int, dim: int, features: dict[str, np.ndarray] | None = None) -> list[dict]:
+    """Seconds of ``duplicate_pairs`` at DUPLICATE_FLOOR: uniform random features (no structure: all pairs),
+    a Gaussian mixture (clusters, as trained features have) and any real features given."""
+    import torch
+
+    from simclr_studio.curate import DUPLICATE_FLOOR, _Partition, duplicate_pairs
+    from simclr_studio.neighbours import normalize_rows
+
+    rng = np.random.default_rng(0)
+    cases = {f"random {n:,} × {dim}": rng.standard_normal((n, dim), dtype=np.float32)}
+    centres = rng.standard_normal((200, dim), dtype=np.float32)
+    mixture = centres[rng.integers(0, 200, n)] + 0.35 * rng.standard_normal((n, dim), dtype=np.float32)
+    cases[f"200 Gaussian clusters {n:,} × {dim}"] = mixture
+    cases.update(features or {})
+    rows = []
+    for name, feats in cases.items():
+        start = time.perf_counter()
+        pairs = duplicate_pairs(feats, DUPLICATE_FLOOR)
+        seconds = time.perf_counter() - start
+        part = _Partition.fit(torch.from_numpy(normalize_rows(feats)), pairs.floor)
+        share = None if part is None else part.cost / (len(feats) * (len(feats) - 1) / 2)
+        rows.append({"case": name, "seconds": round(seconds, 2), "pairs": len(pairs.i), "floor": pairs.floor,
+                     "searched_share": share, "threads": torch.get_num_threads()})
+        print(f"{name:44s} {seconds:6.1f} s  {len(pairs.i):>9,} pairs ≥ {pairs.floor:.4f}  "
+              + ("all pairs" if share is None else f"clusters: {share:.1%} of all pairs compared"))
+    return rows
+
+
+def all_fmnist_features(run: Path) -> np.ndarray:
+    """The trained encoder's features of all 70,000 Fashion-MNIST images (train and test)."""
+    import torch
+    from fashion_mnist import load_split
+
+    from simclr_studio.evaluate import extract_features, iter_batches
+    from simclr_studio.trained import load_trained
+
+    trained = load_trained(run)
+    images = np.concatenate([load_split("train")[0], load_split("test")[0]])
+    x = torch.from_numpy(images)[:, None].expand(-1, 3, -1, -1)
+    if trained.config.image_size != 28:
+        x = torch.nn.functional.interpolate(x.float(), size=trained.config.image_size, mode="bilinear").round().byte()
+    return extract_features(trained.model.backbone, iter_batches(x.contiguous(), 1024))
+
+
+def print_table(result: dict) -> None:
+    kinds = list(result["copy_similarity"])
+    print(f"copies of {result['n_copied']} unseen images vs {result['n_distinct']} distinct images")
+    print("copy similarity to its original (min / 5th percentile / median):")
+    for kind, s in result["copy_similarity"].items():
+        print(f"  {kind:16s} {s['min']:.4f} / {s['p5']:.4f} / {s['median']:.4f}")
+    d = result["distinct_nearest_similarity"]
+    print(f"distinct images, similarity to the nearest other: median {d['p50']:.4f}, top 5 % ≥ {d['p5']:.4f}, "
+          f"top 1 % ≥ {d['p1']:.4f}, max {d['max']:.4f}")
+    print("share found at threshold T (copies) and share of distinct images grouped:")
+    print("T      " + " ".join(f"{k[:11]:>11s}" for k in kinds) + "  distinct  groups  largest")
+    for row in result["table"]:
+        print(f"{row['threshold']:<6g} " + " ".join(f"{row[k]:11.3f}" for k in kinds)
+              + f"  {row['distinct_grouped']:8.4f}  {row['groups_among_distinct'] or '-':>6}"
+              + f"  {row['largest_group'] or '-':>7}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=("fmnist", "emoji"), default="fmnist",
+                        help="emoji: the colour set of benchmarks/colour_data.py (npm pack, once)")
+    parser.add_argument("--run", type=Path, help="a trained run to use (default: train one in WORK/run)")
+    parser.add_argument("--minutes", type=float, default=4.0, help="training time when no --run is given")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/simclr-duplicates"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "duplicates.json")
+    parser.add_argument("--quick", action="store_true", help="fewer images and a 0.5-minute run (a smoke test)")
+    parser.add_argument("--speed", action="store_true",
+                        help="instead, time the duplicate search at 100,000 × 512 (random, clustered) and on all "
+                             "of Fashion-MNIST through the trained encoder")
+    parser.add_argument("--threads", type=int, help="torch threads for --speed (default: torch's)")
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    start = time.time()
+    if args.speed:
+        import os
+
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        load_before = os.getloadavg()[0]
+        fmnist_run = args.run or trained_run(args.work / "fmnist", dataset("fmnist", args.work, False)[0],
+                                             args.minutes)
+        real = all_fmnist_features(fmnist_run)
+        n = 20_000 if args.quick else 100_000
+        rows = search_speed(n, 512, {f"Fashion-MNIST {len(real):,} × {real.shape[1]} (trained tiny-cnn)": real})
+        run = {"when": time.strftime("%Y-%m-%d %H:%M"), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+               "load_average": [load_before, os.getloadavg()[0]], "machine": platform.processor() or platform.machine(),
+               "cases": rows}
+        return write(args.out, "speed", run, append=True)
+    train_dir, distinct = dataset(args.dataset, args.work, args.quick)
+    rows, copies = write_copies(distinct, args.work / args.dataset / "copies", 200 if args.quick else N_COPIED)
+    run = args.run or trained_run(args.work / args.dataset, train_dir, 0.5 if args.quick else args.minutes)
+    result = measure(run, distinct, rows, copies)
+    from simclr_studio.trained import load_trained
+
+    trained = load_trained(run)
+    result.update(dataset=args.dataset, run=str(run), backbone=trained.config.backbone, epoch=trained.epoch,
+                  image_size=trained.config.image_size, seconds=round(time.time() - start, 1),
+                  machine=platform.processor() or platform.machine())
+    print_table(result)
+    write(args.out, args.dataset, result)
+
+
+def write(out: Path, key: str, result: dict, append: bool = False) -> None:
+    """One entry per data set in the results file; speed runs are appended (the load of a shared
+    machine varies: every run is kept, with its load average)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    everything = json.loads(out.read_text()) if out.exists() else {}
+    everything[key] = everything.get(key, []) + [result] if append else result
+    out.write_text(json.dumps(everything, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -84,6 +84,15 @@ def main() -> None:
     explorer.select_point(n // 3)
     explorer.map.point_hovered.emit(n // 2)
     shot("explore")
+    # Curation: near-duplicate groups at the default threshold, then the labels checked.
+    explorer.tabs.setCurrentWidget(explorer.duplicates)
+    explorer.duplicates.search()
+    wait(120, until=lambda: explorer.curation.duplicates is not None and not explorer.jobs)
+    shot("explore-duplicates")
+    explorer.tabs.setCurrentWidget(explorer.mislabels)
+    explorer.mislabels.search()
+    wait(120, until=lambda: explorer.curation.mislabels is not None and not explorer.jobs)
+    shot("explore-mislabeled")
     window.close()
 
 

@@ -97,3 +97,45 @@ def write_run(run: Path, cfg, events: list, checkpoint: bool, age_s: float = 0.0
         RunFolder(run).last_checkpoint.parent.mkdir()
         RunFolder(run).last_checkpoint.write_bytes(b"placeholder")
     return run
+
+
+# ---- the Explore tab: a tiny labelled folder, a one-epoch run on it, the window embedding it ----------
+@pytest.fixture(scope="module")
+def explore_run(tmp_path_factory):
+    """A tiny labeled folder and a one-epoch run on it."""
+    from simclr_studio.config import RunConfig
+    from simclr_studio.train import Trainer
+
+    root = tmp_path_factory.mktemp("gui-explore")
+    data = make_image_folder(root / "data", classes=3, per_class=8, size=16, seed=5)
+    cfg = RunConfig(data_dir=str(data), backbone="small-cnn", image_size=16, batch_size=8, epochs=1, device="cpu",
+                    optimizer="sgd", eval_every=0, seed=1)
+    assert Trainer(cfg, root / "run").run() == "completed"
+    return data, root / "run"
+
+
+@pytest.fixture
+def explorer(qtbot, tmp_path, monkeypatch, explore_run):
+    """The window with the run opened and its folder scanned, on the Explore tab, embedded."""
+    import shutil
+
+    from PySide6.QtCore import QSettings
+
+    from simclr_studio.gui.app import build_window, create_app
+
+    data, run = explore_run
+    shutil.rmtree(run / "embeddings", ignore_errors=True)  # each test embeds afresh
+    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    create_app()
+    win = build_window(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(win)
+    win.show()
+    win.open_path(run)
+    qtbot.waitUntil(lambda: win.scan is not None and win.scan.root == str(data), timeout=10_000)
+    win.show_explorer()
+    panel = win.explore_panel
+    assert panel.checkpoint.count() >= 1 and panel.embed_button.isEnabled()
+    panel.embed()
+    qtbot.waitUntil(lambda: panel.session.embedded is not None and not panel.jobs, timeout=60_000)
+    yield win, panel
+    panel.cancel()

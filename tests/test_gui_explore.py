@@ -9,46 +9,8 @@ import numpy as np
 import pytest
 
 pytest.importorskip("PySide6")
-from conftest import make_image_folder
 from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-
-from simclr_studio.config import RunConfig
-from simclr_studio.train import Trainer
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny labeled folder and a one-epoch run on it."""
-    root = tmp_path_factory.mktemp("gui-explore")
-    data = make_image_folder(root / "data", classes=3, per_class=8, size=16, seed=5)
-    cfg = RunConfig(data_dir=str(data), backbone="small-cnn", image_size=16, batch_size=8, epochs=1, device="cpu",
-                    optimizer="sgd", eval_every=0, seed=1)
-    assert Trainer(cfg, root / "run").run() == "completed"
-    return data, root / "run"
-
-
-@pytest.fixture
-def explorer(qtbot, tmp_path, monkeypatch, trained):
-    """The window with the run opened and its folder scanned, on the Explore tab, embedded."""
-    from simclr_studio.gui.app import build_window, create_app
-
-    data, run = trained
-    shutil.rmtree(run / "embeddings", ignore_errors=True)  # each test embeds afresh
-    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
-    create_app()
-    win = build_window(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(win)
-    win.show()
-    win.open_path(run)
-    qtbot.waitUntil(lambda: win.scan is not None and win.scan.root == str(data), timeout=10_000)
-    win.show_explorer()
-    panel = win.explore_panel
-    assert panel.checkpoint.count() >= 1 and panel.embed_button.isEnabled()
-    panel.embed()
-    qtbot.waitUntil(lambda: panel.session.embedded is not None and not panel.jobs, timeout=60_000)
-    yield win, panel
-    panel.cancel()
 
 
 def test_embedding_fills_the_scatter(explorer):
@@ -89,7 +51,7 @@ def test_quality_uses_the_train_tabs_knn_protocol(explorer):
     assert quality.n == len(sample) == 24
 
 
-def test_raw_pixels_are_reduced_as_the_trainers_baseline(trained, tmp_path):
+def test_raw_pixels_are_reduced_as_the_trainers_baseline(explore_run, tmp_path):
     """Above 64 px the baseline's raw pixels are the 64 px centre view, as the trainer takes them."""
     import torch
 
@@ -98,7 +60,7 @@ def test_raw_pixels_are_reduced_as_the_trainers_baseline(trained, tmp_path):
     from simclr_studio.image_cache import decode_all
     from simclr_studio.session.quality import raw_pixels
 
-    data, _ = trained
+    data, _ = explore_run
     paths = sorted(str(p) for p in data.rglob("*.png"))[:5] + [str(tmp_path / "missing.png")]
     features, keep = raw_pixels(paths, 80)
     assert list(keep) == [0, 1, 2, 3, 4] and features.shape == (5, 3 * BASELINE_MAX_SIDE ** 2)
@@ -240,11 +202,11 @@ def test_export_writes_loadable_files(explorer, qtbot, tmp_path):
     assert min(band) < 100 and max(band) > 200
 
 
-def test_weights_export_needs_no_embedding(trained, qtbot, tmp_path, monkeypatch):
+def test_weights_export_needs_no_embedding(explore_run, qtbot, tmp_path, monkeypatch):
     """Export is there as soon as a run has a checkpoint; only features and the map wait for Embed."""
     from simclr_studio.gui.app import build_window, create_app
 
-    data, run = trained
+    data, run = explore_run
     monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
     create_app()
     win = build_window(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))

@@ -119,3 +119,43 @@ def test_scan_job(qtbot, image_folder):
     with qtbot.waitSignal(job.finished, timeout=10_000) as done:
         job.start()
     assert len(done.args[0]) == 24 and job.facts[0] > 0 and job.wait(5)
+
+
+def test_the_job_board_names_each_job_with_its_own_progress(qtbot):
+    """Two jobs at once: the line names both, each with its own figure (a finished job's 100 % is never
+    shown as another's); when all are done the idle text returns; a failure is said in one line."""
+    from PySide6.QtWidgets import QWidget
+
+    from simclr_studio.gui.job_board import JobBoard
+
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    board = JobBoard(parent, lambda: "idle summary")
+    release = threading.Event()
+    results = []
+
+    def slow(progress, should_stop):
+        progress(1, 4)
+        release.wait(10)
+        return "slow"
+
+    board.run("slow", slow, results.append, "Slow work")
+    qtbot.waitUntil(lambda: "Slow work… 25 %" in board.line.text(), timeout=5000)
+
+    def quick(progress, should_stop):
+        progress(4, 4)
+        return "quick"
+
+    board.run("quick", quick, results.append, "Quick work", on_progress=lambda d, t: board.describe("quick", "all"))
+    qtbot.waitUntil(lambda: results == ["quick"], timeout=5000)
+    assert board.line.text() == "Slow work… 25 %" and board.cancel_button.isVisible()
+    release.set()
+    qtbot.waitUntil(lambda: results == ["quick", "slow"], timeout=5000)
+    assert board.line.text() == "idle summary" and not board.bar.isVisible()
+
+    def broken(progress, should_stop):
+        raise ValueError("no such thing\nsecond line")
+
+    board.run("broken", broken, results.append, "Broken work")
+    qtbot.waitUntil(lambda: "failed" in board.line.text(), timeout=5000)
+    assert board.line.text() == "Broken work failed: no such thing"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -147,7 +148,7 @@ def test_neighbours_search_and_selection(session, tmp_path):
     np.testing.assert_allclose(results.similarities, np.sort(sims)[::-1][:5], atol=1e-5)
     captions = session.captions(results)
     assert captions[0].startswith(f"{results.similarities[0]:.3f}")
-    assert captions[0].endswith(session.label_of(results.rows[0]))
+    assert captions[0].endswith("\n" + session.label_of(results.rows[0]))
     with pytest.raises(IndexError):
         session.neighbours(13)
     # A copy of an image, from outside the folder: found first, with similarity 1.
@@ -156,6 +157,11 @@ def test_neighbours_search_and_selection(session, tmp_path):
     found = session.search(outside, k=3)
     assert found.kind == "search" and found.query == str(outside) and found.focus is None
     assert found.rows[0] == 9 and session.captions(found)[0].startswith("1.000")
+    # An image of the map itself, however its path is written: its neighbours, as for a click on it.
+    roundabout = Path(emb.paths[9]).parent / ".." / Path(emb.paths[9]).parent.name / Path(emb.paths[9]).name
+    inside = session.search(roundabout, k=3)
+    assert inside.kind == "neighbours" and inside.focus == 9 and 9 not in inside.rows
+    assert session.row_of(outside) is None
     # The selection is a value; it is what is shown until something else is.
     selection = session.select([7, 3, 3, 99, 5])
     assert selection == Selection((3, 5, 7)) == session.selection and len(selection) == 3 and 5 in selection
@@ -188,3 +194,65 @@ def test_the_session_imports_no_qt():
     code = ("import sys\nimport simclr_studio.session.explore\n"
             "sys.exit(1 if any(m.startswith(('PySide6', 'pyqtgraph')) for m in sys.modules) else 0)\n")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_back_and_forward_through_what_was_shown(session):
+    embedded(session)
+    assert session.go(-1) is None
+    first = session.neighbours(1)
+    session.show(first)
+    session.select([2, 4], how="lasso")
+    session.show(session.neighbours(5))
+    assert session.go(-1).kind == "selection" and session.selection == Selection((2, 4))
+    assert session.go(-1) is first and session.focus == 1 and session.selection == Selection()
+    assert session.go(-1) is None and session.focus == 1
+    assert session.go(1).how == "lasso"
+    session.show(session.neighbours(7))  # something new drops what was ahead
+    assert session.go(1) is None and session.go(-1).how == "lasso"
+    session.clear()
+    assert not session.history.can_go(-1)
+
+
+def test_file_name_filter(session):
+    embedded(session)
+    names = [Path(p).name for p in session.embeddings.paths]
+    picked = session.filter_names("  IMG_00 ")
+    assert [names[r] for r in picked] == [n for n in names if "img_00" in n] and len(picked) > 0
+    assert session.results.how == "file names with 'IMG_00'"
+    assert len(session.filter_names("no such name")) == 0
+
+
+def test_curation_finds_copies_outliers_and_saves_selections(session, tiny_run, tmp_path):
+    from simclr_studio import curate
+    from simclr_studio.selections import SelectionStore
+    from simclr_studio.session.curation import Curation
+
+    embedded(session)
+    emb = session.embeddings
+    curation = Curation(session)
+    found = curation.find_duplicates()
+    assert curation.apply(found) and curation.duplicates is found
+    # loose.png is a byte copy of class_1/img_000.png: the same features, grouped at any threshold.
+    loose, original = (session.row_of(str(Path(tiny_run[1].root) / p)) for p in ("loose.png", "class_1/img_000.png"))
+    assert any({loose, original} <= set(g.rows) for g in found.pairs.groups(0.999))
+    outliers = curation.find_outliers(3)
+    assert curation.apply(outliers)
+    assert outliers.rows.tolist() == curate.outliers(emb.features, 3)[0].tolist()
+    mislabels = curation.find_mislabels()
+    assert mislabels.graph is outliers.graph  # the kNN graph is computed once
+    assert curation.apply(mislabels) and mislabels.report.confusion.sum() == sum(1 for x in emb.labels if x >= 0)
+    kinds = {f.kind for f in curation.findings()}
+    assert {"duplicate", "outlier"} <= kinds
+    # Selections are saved with the run by path; copies go to a new folder, never into the image folder.
+    curation.save("firsts", [0, 1], "lasso")
+    assert SelectionStore(session.run_dir).get("firsts").paths == tuple(emb.paths[:2])
+    assert curation.rows_of([emb.paths[1], "/nowhere.png"]) == ([1], 1)
+    plan = curation.copy_plan([0, 1], tmp_path / "out")
+    assert [src for src, _ in plan] == [Path(p) for p in emb.paths[:2]]
+    with pytest.raises(ValueError):
+        curation.copy_plan([0], Path(tiny_run[1].root) / "inside")
+    # Findings about embeddings no longer shown are dropped.
+    session.clear()
+    embedded(session)
+    assert not curation.apply(found)
+    assert curation.findings() == []

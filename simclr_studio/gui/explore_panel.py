@@ -1,9 +1,12 @@
-"""Explore tab: embed a folder with a checkpoint, map it (PCA, then t-SNE), click through nearest
-neighbours, select regions, search by a dropped image, and compare against a random encoder.
+"""Explore tab: embed a folder with a checkpoint, map it (PCA at once, then t-SNE moving as it
+optimises), click through nearest neighbours (Back / Forward), select regions, search by an image
+(dropped, picked or pasted), filter by file name, find duplicates, outliers and likely mislabeled
+images, and act on what is selected (save, export, copy, tag).
 
 A view of an ``ExploreSession``: the session holds the state and does the work; this panel runs the
-slow operations through ``gui.workers``, applies their results to the session on the GUI thread and
-shows what the session holds.
+slow operations through its ``JobBoard``, applies their results to the session on the GUI thread and
+shows what the session holds. The curation tabs and the selection's actions are views of their own
+(``curate_views``, ``selection_actions``) bound to the same session.
 """
 
 from __future__ import annotations
@@ -11,37 +14,36 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QComboBox,
     QFileDialog,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
+    QLineEdit,
     QPushButton,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
-from simclr_studio.data import IMAGE_EXTENSIONS, ScanResult
-from simclr_studio.gui.explore_results import FocusCard, QualityTable, ResultsList
+from simclr_studio.data import ScanResult
+from simclr_studio.gui.curate_views import DuplicatesView, MislabelsView, OutliersView
+from simclr_studio.gui.explore_results import results_title
 from simclr_studio.gui.export_dialog import MAP_PNG_WIDTH, ExportSource, map_title, titled
+from simclr_studio.gui.job_board import JobBoard
 from simclr_studio.gui.map_view import MapView
-from simclr_studio.gui.workers import Job, Workers
-from simclr_studio.session.explore import ExploreSession
+from simclr_studio.gui.neighbours_tab import NeighboursTab, dropped_image, spin
+from simclr_studio.gui.selection_actions import SavedSelectionsView
+from simclr_studio.gui.workers import Throttle
+from simclr_studio.session.curation import Curation
+from simclr_studio.session.explore import TSNE_ITERATIONS, TSNE_PERPLEXITY, ExploreSession
 from simclr_studio.session.explore_values import Clusters, Embedded, Measured, Projection, Results
 
 MAPS = {"t-SNE": "tsne", "PCA": "pca"}
 BY_CLUSTER = 1  # the colour choice "k-means clusters"
-
-
-def dropped_image(mime) -> str | None:
-    for url in mime.urls():
-        if url.isLocalFile() and Path(url.toLocalFile()).suffix.lower() in IMAGE_EXTENSIONS \
-                and Path(url.toLocalFile()).is_file():
-            return url.toLocalFile()
-    return None
 
 
 class ExplorePanel(QWidget):
@@ -49,29 +51,35 @@ class ExplorePanel(QWidget):
         super().__init__(parent)
         self.setAcceptDrops(True)
         self.session = session if session is not None else ExploreSession()
+        self.curation = Curation(self.session)  # duplicates, outliers, mislabels; what selections become
         self.map_name = ""  # the map shown: "pca" or "tsne"
-        self.jobs = Workers(self)  # the slow work the progress bar shows, by name; Cancel stops it all
+        # The slow work, by name, and the line that says what runs; Cancel stops it all.
+        self.jobs = JobBoard(self, lambda: self.session.prompt() if self.session.embedded is not None else None)
+        self.run, self.say, self.cancel = self.jobs.run, self.jobs.say, self.jobs.stop_all
+        self.state_label, self.progress, self.cancel_button = self.jobs.line, self.jobs.bar, self.jobs.cancel_button
         self._build()
-        self._show_state(self.session.prompt())
+        self.say(self.session.prompt())
 
-    # The names the main window and the export dialog read.
     # ---- layout -----------------------------------------------------------------------------
     def _build(self) -> None:
         self.checkpoint = QComboBox()
-        self.checkpoint.setMinimumWidth(220)
+        self.checkpoint.setMinimumWidth(200)
         self.checkpoint.currentIndexChanged.connect(lambda _: self._checkpoint_changed())
         other = QPushButton("Other checkpoint…")
         other.clicked.connect(self.choose_checkpoint)
         self.embed_button = QPushButton("Embed")
         self.embed_button.setObjectName("primary")
         self.embed_button.clicked.connect(self.embed)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(220)
         self.map_choice = QComboBox()
         self.map_choice.addItems(list(MAPS))
         self.map_choice.currentIndexChanged.connect(lambda _: self._show_map())
+        self.perplexity = spin(5, 100, int(TSNE_PERPLEXITY), "t-SNE perplexity: about how many neighbours "
+                               "each point keeps close (larger: more global structure)")
+        self.iterations = spin(250, 5000, TSNE_ITERATIONS, "t-SNE iterations after early exaggeration")
+        self.iterations.setSingleStep(250)
+        self.rerun = QPushButton("Run t-SNE")
+        self.rerun.setToolTip("Compute the t-SNE map again with this perplexity and these iterations")
+        self.rerun.clicked.connect(lambda: self._compute_map("tsne"))
         self.colour_choice = QComboBox()
         self.colour_choice.addItems(["Folder label", "k-means clusters"])
         self.colour_choice.currentIndexChanged.connect(lambda _: self._show_map())
@@ -79,49 +87,64 @@ class ExplorePanel(QWidget):
         for widget in (QLabel("Checkpoint"), self.checkpoint, other, self.embed_button, self.cancel_button,
                        self.progress):
             bar.addWidget(widget)
-        bar.addSpacing(16)
-        for widget in (QLabel("Map"), self.map_choice, QLabel("Colour"), self.colour_choice):
-            bar.addWidget(widget)
         bar.addStretch()
-        self.state_label = QLabel()
-        self.state_label.setObjectName("muted")
+        maps = QHBoxLayout()
+        for widget in (QLabel("Map"), self.map_choice, QLabel("Perplexity"), self.perplexity, QLabel("Iterations"),
+                       self.iterations, self.rerun, QLabel("Colour"), self.colour_choice):
+            maps.addWidget(widget)
+        maps.addStretch()
 
         self.map = MapView()
         self.map.point_clicked.connect(self.select_point)
         self.map.selection_made.connect(self.show_selection)
-        hint = QLabel("Click a point for its neighbours · Shift+drag: rectangle · Ctrl+drag: lasso · "
-                      "wheel: zoom · drop an image file here to search")
+        self.filter = QLineEdit()
+        self.filter.setPlaceholderText("Filter file names…")
+        self.filter.setClearButtonEnabled(True)
+        self._filter_later = Throttle(self._apply_filter, interval_ms=250, debounce=True, parent=self)
+        self.filter.textChanged.connect(lambda text: self._filter_later(text))
+        hint = QLabel("Click a point for its neighbours · Shift+drag: rectangle · Ctrl+drag: lasso · wheel: zoom · "
+                      "click a legend entry to hide its class · drop or paste (Ctrl+V) an image to search")
         hint.setObjectName("muted")
         hint.setWordWrap(True)
         left = QWidget()
         ll = QVBoxLayout(left)
         ll.setContentsMargins(0, 0, 0, 0)
         ll.addWidget(self.map, 1)
+        ll.addWidget(self.filter)
         ll.addWidget(hint)
 
-        self.quality_table = QualityTable()
-        self.focus_card = FocusCard()
-        self.results = ResultsList()
+        self.tabs = QTabWidget()
+        self.neighbours = NeighboursTab(self)
+        tab = self.neighbours  # the names the rest of the panel (and its tests) use
+        self.quality_table, self.focus_card, self.results = tab.quality, tab.focus, tab.results
+        self.actions = tab.actions
+        self.back, self.forward, self.k, self.results_model = tab.back, tab.forward, tab.k, tab.results.model
+        self.paste, self.choose_search_image = tab.paste, tab.choose_search_image
         self.results.activated.connect(self._result_activated)
-        self.results_model = self.results.model
-        right = QWidget()
-        rl = QVBoxLayout(right)
-        rl.setContentsMargins(0, 0, 0, 0)
-        rl.addWidget(self.quality_table)
-        rl.addWidget(self.focus_card)
-        rl.addWidget(self.results, 1)
-        right.setMinimumWidth(360)
+        self.tabs.addTab(tab, "Neighbours")
+        self.duplicates = DuplicatesView(self)
+        self.outliers = OutliersView(self)
+        self.mislabels = MislabelsView(self)
+        self.saved = SavedSelectionsView(self)
+        for view, name in ((self.duplicates, "Duplicates"), (self.outliers, "Outliers"),
+                           (self.mislabels, "Mislabeled"), (self.saved, "Selections")):
+            self.tabs.addTab(view, name)
+        self.tabs.setMinimumWidth(380)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(left)
-        split.addWidget(right)
+        split.addWidget(self.tabs)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.addLayout(bar)
+        layout.addLayout(maps)
         layout.addWidget(self.state_label)
         layout.addWidget(split, 1)
-        self._set_busy(None)
+        QShortcut(QKeySequence.StandardKey.Paste, self, self.paste)
+        QShortcut(QKeySequence.StandardKey.Back, self, lambda: self.go(-1))
+        QShortcut(QKeySequence.StandardKey.Forward, self, lambda: self.go(1))
+        self.jobs.refresh()
 
     def apply_theme(self, dark: bool) -> None:
         self.map.apply_theme(dark)
@@ -178,7 +201,7 @@ class ExplorePanel(QWidget):
 
     def _refresh_state(self) -> None:
         if self.session.embedded is None:
-            self._show_state(self.session.prompt())
+            self.say(self.session.prompt())
             self.embed_button.setEnabled(self.session.can_embed())
 
     def clear(self) -> None:
@@ -187,53 +210,14 @@ class ExplorePanel(QWidget):
         self._reset_view()
 
     def _reset_view(self) -> None:
-        self.jobs.cancel_all()
+        self.jobs.forget()
         self.map_name = ""
         self.map.set_points(np.zeros((0, 2), np.float32), np.zeros(0, np.int64), [])
         self.results.clear()
         self.focus_card.clear()
         self.quality_table.set_quality(None)
-        self._set_busy(None)
-
-    # ---- background work ------------------------------------------------------------------------
-    def _start(self, name: str, fn: Job, on_result, label: str, quiet: bool = False) -> None:
-        """Run ``fn`` in the background (replacing a call of the same name); ``label`` says what it does."""
-        def done(result) -> None:
-            self._set_busy(None)
-            on_result(result)
-
-        def failed(message: str) -> None:
-            self._set_busy(None)
-            self._show_state(f"{label} failed: {message}", error=True)
-
-        self.jobs.start(name, fn, on_result=done, on_error=failed, on_progress=self._on_progress)
-        self._set_busy(None if quiet else label)
-
-    def _set_busy(self, label: str | None) -> None:
-        busy = bool(self.jobs)
-        self.progress.setVisible(busy)
-        self.cancel_button.setVisible(busy)
-        if label:
-            self.progress.setRange(0, 0)  # busy until the first progress report
-            self._show_state(label + "…")
-        elif not busy and self.session.embedded is not None:
-            self._show_state(self.session.prompt())  # back to the summary once the background work is done
-
-    def _on_progress(self, done: int, total: int) -> None:
-        if total:
-            self.progress.setRange(0, total)
-            self.progress.setValue(done)
-
-    def cancel(self) -> None:
-        self.jobs.cancel_all()
-        self._set_busy(None)
-        self._show_state("Cancelled")
-
-    def _show_state(self, text: str, error: bool = False) -> None:
-        self.state_label.setText(text)
-        self.state_label.setObjectName("error" if error else "muted")
-        self.state_label.style().unpolish(self.state_label)
-        self.state_label.style().polish(self.state_label)
+        for view in (self.duplicates, self.outliers, self.mislabels, self.saved):
+            view.refresh()
 
     # ---- embedding, maps, quality ---------------------------------------------------------------
     def embed(self) -> None:
@@ -242,7 +226,7 @@ class ExplorePanel(QWidget):
             return
         count = len(self.session.sources.scan)
         self.clear()
-        self._start("embed", self.session.embed, self._on_embedded, f"Embedding {count:,} images")
+        self.run("embed", self.session.embed, self._on_embedded, f"Embedding {count:,} images")
 
     def _on_embedded(self, embedded: Embedded) -> None:
         if not self.session.apply_embedded(embedded):
@@ -254,7 +238,8 @@ class ExplorePanel(QWidget):
             self.colour_choice.setCurrentIndex(BY_CLUSTER)
         self.colour_choice.blockSignals(False)
         self._show_map()
-        self._show_state(self.session.prompt())
+        for view in (self.duplicates, self.outliers, self.mislabels, self.saved):
+            view.refresh()
         if labeled:
             self.compute_quality()
 
@@ -265,8 +250,9 @@ class ExplorePanel(QWidget):
             return
         want = MAPS[self.map_choice.currentText()]
         if self.session.map(want) is None:
-            self._compute_map(want)
-            want = "pca"  # PCA at once; t-SNE replaces it when ready
+            if want not in self.jobs:
+                self._compute_map(want)
+            want = "pca"  # PCA at once; t-SNE moves it while it optimises, then replaces it
         by_cluster = self.colour_choice.currentIndex() == BY_CLUSTER or not emb.labeled
         if by_cluster and self.session.cluster_labels() is None:
             self._compute_clusters()  # coloured by folder (or not at all) meanwhile
@@ -276,10 +262,25 @@ class ExplorePanel(QWidget):
         self._mark()
 
     def _compute_map(self, kind: str) -> None:
-        if kind in self.jobs:  # t-SNE cannot be interrupted: never started twice for the same embeddings
+        """t-SNE with the chosen perplexity and iterations; its snapshots move the map as they come."""
+        if self.session.embedded is None:
             return
-        self._start(kind, lambda progress, should_stop: self.session.projection(kind), self._on_map,
-                    f"t-SNE of {len(self.session.embeddings):,} points (PCA shown meanwhile)")
+        perplexity, iterations = float(self.perplexity.value()), self.iterations.value()
+        latest: list[np.ndarray] = []  # the newest snapshot, handed from the worker thread
+
+        def job(progress, should_stop):
+            def snapshot(iteration: int, total: int, coords: np.ndarray) -> None:
+                latest[:] = [coords]
+                progress(iteration, total)
+            return self.session.projection(kind, perplexity, iterations, snapshot, should_stop)
+
+        def moved(iteration: int, total: int) -> None:
+            self.jobs.describe(kind, f"iteration {iteration:,} of {total:,}")
+            if latest and self.map_name != "tsne" and MAPS[self.map_choice.currentText()] == "tsne":
+                self.map.move_points(latest[0])
+
+        self.run(kind, job, self._on_map, f"t-SNE of {len(self.session.embeddings):,} points "
+                 f"(perplexity {perplexity:g})", on_progress=moved)
 
     def _on_map(self, projection: Projection) -> None:
         if self.session.apply_projection(projection):
@@ -290,8 +291,8 @@ class ExplorePanel(QWidget):
         if "clusters" in self.jobs:
             return
         k = self.session.cluster_count()
-        self._start("clusters", lambda progress, should_stop: self.session.clusters(k), self._on_clusters,
-                    f"k-means ({k} clusters)")
+        self.run("clusters", lambda progress, should_stop: self.session.clusters(k), self._on_clusters,
+                 f"k-means ({k} clusters)")
 
     def _on_clusters(self, clusters: Clusters) -> None:
         if self.session.apply_clusters(clusters):
@@ -300,15 +301,14 @@ class ExplorePanel(QWidget):
 
     def _save(self) -> None:
         """The session writes its cache file (next time the maps are instant)."""
-        self._start("save", lambda progress, should_stop: self.session.save(), lambda _: None,
-                    "Saving the maps", quiet=True)
+        self.run("save", lambda progress, should_stop: self.session.save(), lambda _: None, "Saving the maps",
+                 quiet=True)
 
     def compute_quality(self) -> None:
         emb = self.session.embeddings
         if emb is None or not emb.labeled:
             return
-        self._start("quality", self.session.measure_quality, self._on_quality,
-                    "Measuring kNN and linear-probe accuracy")
+        self.run("quality", self.session.measure_quality, self._on_quality, "Measuring kNN and linear-probe accuracy")
 
     def _on_quality(self, measured: Measured) -> None:
         if self.session.apply_quality(measured):
@@ -320,42 +320,65 @@ class ExplorePanel(QWidget):
         emb = self.session.embeddings
         if emb is None or not 0 <= row < len(emb):
             return
-        results = self.session.neighbours(row)
+        results = self.session.neighbours(row, self.k.value())
         if self.session.show(results):
-            self._show_results(results)
+            self.show_results(results)
 
-    def show_selection(self, rows) -> None:
+    def requery(self) -> None:
+        results = self.session.results
+        if results is not None and results.kind == "neighbours" and results.focus is not None:
+            self.select_point(results.focus)
+        elif results is not None and results.kind == "search" and results.query:
+            self.search_image(results.query)
+
+    def show_selection(self, rows, how: str = "selection") -> None:
         if self.session.embedded is None:
             return
-        self.session.select(rows)
-        self._show_results(self.session.results)
+        self.session.select(rows, how)
+        self.show_results(self.session.results)
+
+    def _apply_filter(self, text: str) -> None:
+        if self.session.embedded is None or not text.strip():
+            return
+        self.session.filter_names(text)
+        self.show_results(self.session.results)
+
+    def go(self, step: int) -> None:
+        results = self.session.go(step)
+        if results is not None:
+            self.show_results(results)
 
     def search_image(self, path: str) -> None:
         """Embed any image file and show its neighbours in the folder (marked on the map)."""
         if self.session.embedded is None:
-            self._show_state("Embed the folder first, then drop an image to search it.", error=True)
+            self.say("Embed the folder first, then search with an image.", error=True)
             return
-        self._start("search", lambda progress, should_stop: self.session.search(path), self._on_search,
-                    f"Embedding {Path(path).name}")
+        k = self.k.value()
+        self.run("search", lambda progress, should_stop: self.session.search(path, k), self._on_search,
+                 f"Embedding {Path(path).name}")
 
     def _on_search(self, results: Results) -> None:
         if self.session.show(results):
-            self._show_results(results)
-            self._show_state(f"Searched with {results.query}")
+            self.show_results(results)
+            self.say(f"Searched with {Path(results.query or self.session.paths([results.focus])[0]).name}"
+                             if results.query or results.focus is not None else "Searched")
 
-    def _show_results(self, results: Results) -> None:
-        rows = list(results.rows)
-        if results.kind == "neighbours":
-            title = f"<b>{len(rows)} nearest neighbours</b> (cosine similarity of features)"
-        elif results.kind == "search":
-            title = f"<b>Search</b>: {Path(results.query or '').name}"
-        else:
-            title = f"<b>Selection</b>: {len(rows):,} images"
-        self.results.set_results(title, self.session.paths(rows), self.session.captions(results))
+    def show_results(self, results: Results | None) -> None:
+        """Show what the session shows: the results list, the image in focus, the marks on the map."""
+        self.back.setEnabled(self.session.history.can_go(-1))
+        self.forward.setEnabled(self.session.history.can_go(1))
+        if results is None:
+            return
+        self.results.set_results(results_title(results), self.session.paths(results.rows),
+                                 self.session.captions(results))
         if results.focus is not None:
             self.focus_card.set_image(self.session.paths([results.focus])[0], self.session.label_of(results.focus))
         elif results.query is not None:
-            self.focus_card.set_image(results.query, "dropped image (not part of the map)")
+            self.focus_card.set_image(results.query, "searched image (not part of the map)")
+        else:
+            self.focus_card.set_summary(f"{len(results.rows):,} images selected",
+                                        "Click one for its neighbours, or act on them below.")
+        self.tabs.setCurrentIndex(0)
         self._mark()
 
     def _mark(self) -> None:

@@ -11,6 +11,7 @@ from PySide6.QtWidgets import QGridLayout, QGroupBox, QHBoxLayout, QLabel, QVBox
 
 from simclr_studio.gui.thumbnails import ThumbnailModel, ThumbnailView, load_qimage
 from simclr_studio.gui.workers import Workers, plain
+from simclr_studio.session.explore_values import Results
 from simclr_studio.session.quality import ROWS, Quality
 
 FOCUS_SIZE = 180
@@ -51,6 +52,17 @@ class QualityTable(QGroupBox):
             "of the random encoder and raw pixels.")
 
 
+def results_title(results: Results) -> str:
+    """The results list's title: what it shows."""
+    n = len(results.rows)
+    if results.kind == "neighbours":
+        return f"<b>{n} nearest neighbours</b> (cosine similarity of features)"
+    if results.kind == "search":
+        return f"<b>Search</b>: {Path(results.query or '').name}"
+    how = f" ({results.how})" if results.how and results.how != "selection" else ""
+    return f"<b>Selection</b>{how}: {n:,} images"
+
+
 class FocusCard(QWidget):
     """The image in focus, large, with its name, what it is and its path."""
 
@@ -75,6 +87,12 @@ class FocusCard(QWidget):
         # An unreadable image just shows nothing.
         self._loads.start("image", plain(lambda: load_qimage(path, FOCUS_SIZE)),
                           on_result=lambda image: self.image.setPixmap(QPixmap.fromImage(image)))
+
+    def set_summary(self, title: str, text: str) -> None:
+        """No image in focus (a selection is shown): what there is instead."""
+        self._loads.cancel_all()  # an image still loading must not replace the summary
+        self.image.clear()
+        self.caption.setText(f"<b>{title}</b><br>{text}")
 
     def clear(self) -> None:
         self._loads.cancel_all()

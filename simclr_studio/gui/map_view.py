@@ -1,6 +1,7 @@
 """The feature map: a pyqtgraph scatter (one item per class, so 50,000 points stay fast), with
 click, hover (the hovered image shows in a corner), rectangle (Shift+drag) and lasso (Ctrl+drag)
-selection in view coordinates."""
+selection in view coordinates. A click on a legend entry hides or shows its class: hidden points
+cannot be clicked or selected. While t-SNE runs, ``move_points`` moves the points in place."""
 
 from __future__ import annotations
 
@@ -104,7 +105,7 @@ class MapView(pg.PlotWidget):
 
     point_clicked = Signal(int)  # row, or -1 for a click on empty space
     point_hovered = Signal(int)  # row under the cursor, or -1
-    selection_made = Signal(object)  # np.ndarray of rows
+    selection_made = Signal(object, str)  # np.ndarray of rows, how: "rectangle" or "lasso"
 
     def __init__(self, parent=None):
         self.view = SelectViewBox()
@@ -116,6 +117,7 @@ class MapView(pg.PlotWidget):
         self.plotItem.setMenuEnabled(False)
         self.legend = self.plotItem.addLegend(offset=(8, 8), labelTextSize="9pt")
         self.coords = np.zeros((0, 2), np.float32)
+        self._marks: tuple = (None, (), ())  # what mark() was last told, kept when the points move
         self.groups: list[MapPoints] = []
         self.selection_item = MapPoints(size=8, pen=pg.mkPen((20, 20, 20), width=1), brush=None)
         self.neighbour_item = MapPoints(size=12, pen=pg.mkPen((255, 140, 0), width=2), brush=None)
@@ -165,8 +167,28 @@ class MapView(pg.PlotWidget):
             item.rows = rows
             self.plotItem.addItem(item)
             self.groups.append(item)
+        self._marks: tuple = (None, (), ())
         self.mark()
         self.view.autoRange(padding=0.05)
+
+    def move_points(self, coords: np.ndarray) -> None:
+        """New coordinates for the same points (a t-SNE snapshot): groups, hidden classes and marks stay."""
+        coords = np.asarray(coords, dtype=np.float32)
+        if coords.shape != self.coords.shape:
+            return
+        self.coords = coords
+        for item in self.groups:
+            item.setData(x=coords[item.rows, 0], y=coords[item.rows, 1])
+        self.mark(*self._marks)
+        self.view.autoRange(padding=0.05)
+
+    def visible(self) -> np.ndarray:
+        """Which points are shown (bool [N]): those of classes not hidden through the legend."""
+        shown = np.zeros(len(self.coords), dtype=bool)
+        for item in self.groups:
+            if item.isVisible():
+                shown[item.rows] = True
+        return shown
 
     def render_image(self, width: int) -> QImage | None:
         """The map as shown, rendered at ``width`` pixels (on the GUI thread: scene rendering is not
@@ -184,6 +206,8 @@ class MapView(pg.PlotWidget):
         return sum(len(item.rows) for item in self.groups)
 
     def mark(self, focus: int | None = None, neighbours=(), selection=()) -> None:
+        self._marks = (focus, neighbours, selection)
+
         def at(rows):
             rows = np.asarray(list(rows), dtype=np.int64)
             rows = rows[(rows >= 0) & (rows < len(self.coords))]
@@ -199,6 +223,7 @@ class MapView(pg.PlotWidget):
             return -1
         px, py = self.view.viewPixelSize()
         d2 = ((self.coords[:, 0] - x) / px) ** 2 + ((self.coords[:, 1] - y) / py) ** 2
+        d2[~self.visible()] = np.inf
         row = int(np.argmin(d2))
         return row if d2[row] <= radius_px**2 else -1
 
@@ -234,9 +259,11 @@ class MapView(pg.PlotWidget):
     def _on_rect(self, x0: float, y0: float, x1: float, y1: float) -> None:
         from simclr_studio.projection import points_in_rect
 
-        self.selection_made.emit(points_in_rect(self.coords, x0, y0, x1, y1))
+        rows = points_in_rect(self.coords, x0, y0, x1, y1)
+        self.selection_made.emit(rows[self.visible()[rows]], "rectangle")
 
     def _on_lasso(self, polygon: np.ndarray) -> None:
         from simclr_studio.projection import points_in_polygon
 
-        self.selection_made.emit(points_in_polygon(self.coords, polygon))
+        rows = points_in_polygon(self.coords, polygon)
+        self.selection_made.emit(rows[self.visible()[rows]], "lasso")

@@ -123,13 +123,19 @@ class ThumbnailDelegate(QStyledItemDelegate):
             w, h = pixmap.width(), pixmap.height()
             painter.drawPixmap(rect.x() + (rect.width() - w) // 2, rect.y() + 3 + (THUMB - h) // 2, pixmap)
         if model.captions and row < len(model.labels) and model.labels[row]:
-            text_rect = QRect(rect.x() + 2, rect.y() + THUMB + 5, rect.width() - 4, rect.height() - THUMB - 5)
             painter.setPen(option.palette.color(option.palette.ColorRole.HighlightedText
                                                 if option.state & QStyle.StateFlag.State_Selected
                                                 else option.palette.ColorRole.Text))
-            painter.drawText(text_rect,
-                             Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap,
-                             model.labels[row])
+            # One caption line per line of the label, each elided to the cell (the tooltip has it all):
+            # wrapped words were cut off at the cell's edge.
+            metrics = option.fontMetrics
+            line_height = metrics.height() + 1
+            y = rect.y() + THUMB + 5
+            for line in model.labels[row].split("\n")[:self.view.caption_lines]:
+                text = metrics.elidedText(line, Qt.TextElideMode.ElideRight, rect.width() - 4)
+                painter.drawText(QRect(rect.x() + 2, y, rect.width() - 4, line_height),
+                                 Qt.AlignmentFlag.AlignHCenter | Qt.AlignmentFlag.AlignTop, text)
+                y += line_height
 
     def sizeHint(self, option, index) -> QSize:
         return self.view.gridSize() - QSize(4, 4)
@@ -138,6 +144,7 @@ class ThumbnailDelegate(QStyledItemDelegate):
 class ThumbnailView(QListView):
     def __init__(self, parent=None, caption_lines: int = 0):
         super().__init__(parent)
+        self.caption_lines = caption_lines
         self.setViewMode(QListView.ViewMode.IconMode)
         self.setUniformItemSizes(True)  # lets Qt lay out 100k items without asking each for its size
         self.setLayoutMode(QListView.LayoutMode.Batched)

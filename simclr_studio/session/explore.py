@@ -30,6 +30,7 @@ from simclr_studio.session.explore_values import (
     Measured,
     Projection,
     Results,
+    ResultsHistory,
     Selection,
     Sources,
 )
@@ -37,10 +38,13 @@ from simclr_studio.session.quality import Quality, measure_quality
 from simclr_studio.trained import TrainedModel, load_trained
 
 K_NEIGHBOURS = 12
+TSNE_PERPLEXITY = 30.0  # the usual default; the app offers 5-100
+TSNE_ITERATIONS = 750  # after early exaggeration; enough for openTSNE to settle up to 100k points
 UNLABELED_CLUSTERS = 10  # k of k-means for a folder without class subfolders
 
 Progress = Callable[[int, int], None]
 ShouldStop = Callable[[], bool]
+Snapshot = Callable[[int, int, np.ndarray], None]  # iteration, total, coordinates [N, 2] so far
 
 
 def _same_scan(a: ScanResult | None, b: ScanResult | None) -> bool:
@@ -58,6 +62,7 @@ class ExploreSession:
         self.quality: Quality | None = None
         self.results: Results | None = None
         self.selection = Selection()
+        self.history = ResultsHistory()  # what was shown, for Back and Forward
 
     # ---- what is loaded ---------------------------------------------------------------------------
     @property
@@ -125,6 +130,7 @@ class ExploreSession:
         self.quality = None
         self.results = None
         self.selection = Selection()
+        self.history.clear()
 
     def can_embed(self) -> bool:
         return self.sources.can_embed()
@@ -202,10 +208,17 @@ class ExploreSession:
         emb = self.embeddings
         return emb.maps.get(kind) if emb is not None else None
 
-    def projection(self, kind: MapKind) -> Projection:
+    def projection(self, kind: MapKind, perplexity: float = TSNE_PERPLEXITY, iterations: int = TSNE_ITERATIONS,
+                   snapshot: Snapshot | None = None, should_stop: ShouldStop | None = None) -> Projection:
+        """The map of the embeddings. t-SNE hands ``snapshot`` its layout while it optimises (about
+        twice a second) and stops with InterruptedError when ``should_stop()``."""
         embedded = self._current()
         features = embedded.embeddings.features
-        return Projection(embedded, kind, tsne_2d(features) if kind == "tsne" else pca_2d(features))
+        if kind != "tsne":
+            return Projection(embedded, kind, pca_2d(features))
+        coords = tsne_2d(features, perplexity=perplexity, max_iter=iterations, snapshot=snapshot,
+                         should_stop=should_stop)
+        return Projection(embedded, kind, coords)
 
     def apply_projection(self, projection: Projection) -> bool:
         if projection.of is not self.embedded:
@@ -276,32 +289,64 @@ class ExploreSession:
             raise IndexError(f"no image {row} in {len(embedded.embeddings)}")
         return Results.found("neighbours", embedded.index.query_row(row, k), embedded, focus=row)
 
+    def row_of(self, image_path: str | Path) -> int | None:
+        """The row of an image file of the map (the same file, however its path is written), or None."""
+        import os.path
+
+        emb = self._current().embeddings
+        wanted = {os.path.abspath(image_path), os.path.realpath(image_path)}
+        for row, path in enumerate(emb.paths):  # string comparisons only: no file-system call per image
+            if os.path.abspath(path) in wanted:
+                return row
+        return None
+
     def search(self, image_path: str | Path, k: int = K_NEIGHBOURS) -> Results:
-        """The k images most like any image file (embedded here with the checkpoint)."""
+        """The k images most like any image file (embedded here with the checkpoint). A file of the map
+        is not embedded again: its neighbours are shown, as for a click on it."""
         from simclr_studio.data import decode_image, to_chw_tensor
         from simclr_studio.evaluate import extract_features
 
         embedded = self._current()
+        row = self.row_of(image_path)
+        if row is not None:
+            return self.neighbours(row, k)
         backbone = embedded.trained.model.backbone
         image = to_chw_tensor(decode_image(image_path, embedded.trained.config.image_size))[None]
         feature = extract_features(backbone, [image], next(backbone.parameters()).device)[0]
         return Results.found("search", embedded.index.query_vector(feature, k), embedded, query=str(image_path))
 
-    def show(self, results: Results) -> bool:
-        """Make ``results`` what is shown; the selection is dropped (it is what the map marks)."""
+    def show(self, results: Results, remember: bool = True) -> bool:
+        """Make ``results`` what is shown (and, with ``remember``, the newest entry of the history). A
+        selection's rows are the selection, which the map marks; other results drop the selection."""
         if results.of is None or results.of is not self.embedded:
             return False
         self.results = results
-        self.selection = Selection()
+        self.selection = Selection(results.rows) if results.kind == "selection" else Selection()
+        if remember:
+            self.history.push(results)
         return True
 
-    def select(self, rows: Iterable[int]) -> Selection:
+    def select(self, rows: Iterable[int], how: str = "selection") -> Selection:
         """Select images (rows outside the embeddings are ignored); they become what is shown."""
         embedded = self._current()
         n = len(embedded.embeddings)
-        self.selection = Selection.of(r for r in rows if 0 <= int(r) < n)
-        self.results = Results("selection", self.selection.rows, of=embedded)
+        selection = Selection.of(r for r in rows if 0 <= int(r) < n)
+        self.show(Results("selection", selection.rows, of=embedded, how=how))
         return self.selection
+
+    def go(self, step: int) -> Results | None:
+        """Back (-1) or forward (+1) through what was shown; the entry, now shown, or None."""
+        results = self.history.go(step)
+        if results is not None:
+            self.show(results, remember=False)
+        return results
+
+    def filter_names(self, text: str) -> Selection:
+        """The images whose file name contains ``text`` (any case) become the selection."""
+        emb = self._current().embeddings
+        needle = text.strip().lower()
+        rows = [r for r, path in enumerate(emb.paths) if needle and needle in Path(path).name.lower()]
+        return self.select(rows, how=f"file names with '{text.strip()}'")
 
     # ---- words ------------------------------------------------------------------------------------------
     def label_of(self, row: int) -> str:
@@ -315,7 +360,7 @@ class ExploreSession:
         return [emb.paths[r] for r in rows]
 
     def captions(self, results: Results) -> list[str]:
-        """Per row: the similarity (3 decimals) and the class name, where there are any."""
+        """Per row: the similarity (3 decimals) and the class name, where there are any, one per line."""
         sims: Iterable[float | None] = results.similarities or [None] * len(results.rows)
-        return [" · ".join(t for t in ("" if s is None else f"{s:.3f}", self.label_of(r)) if t)
+        return ["\n".join(t for t in ("" if s is None else f"{s:.3f}", self.label_of(r)) if t)
                 for r, s in zip(results.rows, sims, strict=True)]

@@ -84,6 +84,7 @@ class Results:
     focus: int | None = None  # the image whose neighbours these are
     query: str | None = None  # the image file searched with
     of: Embedded | None = None
+    how: str = ""  # how a selection was made: "rectangle", "lasso", "filter", "duplicates", "outliers", …
 
     @classmethod
     def found(cls, kind: ResultKind, neighbours: Neighbours, of: Embedded, focus: int | None = None,
@@ -113,3 +114,32 @@ class Selection:
 
     def paths(self, embeddings: Embeddings) -> list[str]:
         return [embeddings.paths[r] for r in self.rows]
+
+
+class ResultsHistory:
+    """What was shown, in order, for Back and Forward (a browser's history): showing something new
+    drops what was ahead. Bounded: the oldest entries go first."""
+
+    def __init__(self, limit: int = 200) -> None:
+        self.limit = limit
+        self._entries: list[Results] = []
+        self._at = -1
+
+    def push(self, results: Results) -> None:
+        del self._entries[self._at + 1:]
+        self._entries.append(results)
+        del self._entries[:-self.limit]
+        self._at = len(self._entries) - 1
+
+    def can_go(self, step: int) -> bool:
+        return 0 <= self._at + step < len(self._entries)
+
+    def go(self, step: int) -> Results | None:
+        """The entry ``step`` places away (-1: back, +1: forward), which becomes the current one."""
+        if not self.can_go(step):
+            return None
+        self._at += step
+        return self._entries[self._at]
+
+    def clear(self) -> None:
+        self._entries, self._at = [], -1

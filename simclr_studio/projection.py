@@ -1,9 +1,12 @@
-"""2-D maps of the feature space (PCA at once, then t-SNE), clusters for unlabeled folders, and
-picking points inside a drawn selection."""
+"""2-D maps of the feature space (PCA at once, then t-SNE, shown while it optimises), how well a map
+keeps neighbourhoods, clusters for unlabeled folders, and picking points inside a drawn selection."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
+from typing import Any, Literal
 
 import numpy as np
 
@@ -12,6 +15,27 @@ from simclr_studio.neighbours import normalize_rows
 # t-SNE works on the cosine geometry of the features (the one kNN and the loss use): rows are
 # L2-normalised, then reduced to at most this many principal components, the usual speed-up.
 TSNE_PCA_DIMS = 50
+# The usual schedule (scikit-learn's and openTSNE's): exaggerated attraction first, so clusters form,
+# then plain t-SNE for ``max_iter`` iterations.
+EARLY_EXAGGERATION_ITER = 250
+EARLY_EXAGGERATION = 12.0
+MOMENTUM = 0.8  # openTSNE's, both phases
+# FFT's cost per iteration has a floor (its interpolation grid) that Barnes-Hut undercuts on small maps,
+# and threads only pay for themselves on bigger ones.
+FFT_MIN_POINTS = 5_000
+THREADS_MIN_POINTS = 5_000
+MIN_INTERVALS = 50
+MAX_INTERVALS = 100  # the FFT grid's intervals per side, at most (see _Gradient)
+# Nearest neighbours: exact (blocked matrix products) up to this many points; above, searched by cluster.
+EXACT_KNN_MAX = 20_000
+CLUSTERS_PER_SQRT_N = 2.0  # 100k points: 632 k-means clusters of ~160
+PROBE_CLUSTERS = 30
+KMEANS_SAMPLE = 50_000
+KMEANS_STEPS = 10
+
+TsneMethod = Literal["auto", "opentsne", "sklearn"]
+Snapshot = Callable[[int, int, np.ndarray], None]  # iteration, total, coordinates float32 [N, 2] so far
+ShouldStop = Callable[[], bool]
 
 
 def pca_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -23,30 +47,282 @@ def pca_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
-    from sklearn.decomposition import PCA
-
+    """The first ``dims`` principal components of the rows, from the D × D covariance (numpy's matmul
+    and eigh let go of the GIL: scikit-learn's full SVD held it for seconds, and the app's window
+    froze while a map was being made). Signs as scikit-learn's: each axis's largest loading positive.
+    ``seed`` is unused (the result is exact), kept for the callers."""
     dims = min(dims, x.shape[0], x.shape[1])
-    solver = "randomized" if min(x.shape) > 200 else "full"
-    out = PCA(n_components=dims, random_state=seed, svd_solver=solver).fit_transform(x)
+    x64 = x.astype(np.float64)
+    centred = x64 - x64.mean(0)
+    _, vectors = np.linalg.eigh(centred.T @ centred)
+    axes = vectors[:, ::-1][:, :dims]  # largest variance first
+    axes *= np.sign(axes[np.abs(axes).argmax(0), np.arange(dims)])
+    out = centred @ axes
     if out.shape[1] < 2:
         out = np.pad(out, ((0, 0), (0, 2 - out.shape[1])))
     return out
 
 
-def tsne_2d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int | None = None,
-            max_iter: int = 750) -> np.ndarray:
-    """t-SNE (scikit-learn, Barnes-Hut) of the normalised features, PCA-initialised, float32 [N, 2]."""
-    from sklearn.manifold import TSNE
+def tsne_method(method: TsneMethod = "auto") -> str:
+    """What ``tsne_2d(method=...)`` runs, in a few words (for the app and the benchmark)."""
+    if method != "sklearn" and _has_opentsne():
+        import openTSNE
 
+        return f"openTSNE {openTSNE.__version__} (FFT)"
+    import sklearn
+
+    return f"scikit-learn {sklearn.__version__} (Barnes-Hut)"
+
+
+def tsne_2d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int | None = None,
+            max_iter: int = 750, snapshot: Snapshot | None = None, should_stop: ShouldStop | None = None,
+            snapshot_every_s: float = 0.5, method: TsneMethod = "auto") -> np.ndarray:
+    """t-SNE of the normalised features, PCA-initialised, float32 [N, 2].
+
+    ``max_iter`` iterations follow the early-exaggeration phase (``EARLY_EXAGGERATION_ITER``), so a run
+    is ``EARLY_EXAGGERATION_ITER + max_iter`` iterations with either implementation. openTSNE (FFT,
+    the default) hands ``snapshot(iteration, total, coords)`` a copy of the layout about every
+    ``snapshot_every_s`` seconds, from the computing thread; ``should_stop()`` is checked as often and
+    raises InterruptedError. scikit-learn (the fallback, or ``method="sklearn"``) only checks
+    ``should_stop`` before it starts and hands out no snapshots. The same seed gives the same map.
+    """
+    if method not in ("auto", "opentsne", "sklearn"):
+        raise ValueError(f"unknown t-SNE method {method!r}")
     x = normalize_rows(features)
     n = x.shape[0]
     if n < 4:
         return pca_2d(features, seed)
-    x = _pca(x, TSNE_PCA_DIMS, seed) if x.shape[1] > TSNE_PCA_DIMS else x
+    x = _pca(x, TSNE_PCA_DIMS, seed).astype(np.float32) if x.shape[1] > TSNE_PCA_DIMS else x
     perplexity = float(min(perplexity, max(1.0, (n - 1) / 3)))  # t-SNE needs perplexity < N
+    n_jobs = n_jobs or os.cpu_count() or 1
+    stop = should_stop or (lambda: False)
+    if stop():
+        raise InterruptedError("t-SNE stopped")
+    if method == "auto":
+        method = "opentsne" if _has_opentsne() else "sklearn"
+    if method == "sklearn":
+        return _tsne_sklearn(x, perplexity, seed, n_jobs, max_iter)
+    gradient = _Gradient(snapshot, stop, snapshot_every_s, EARLY_EXAGGERATION_ITER + max_iter)
+    return _tsne_opentsne(x, perplexity, seed, n_jobs, max_iter, gradient)
+
+
+def _has_opentsne() -> bool:
+    try:
+        import openTSNE  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _tsne_sklearn(x: np.ndarray, perplexity: float, seed: int, n_jobs: int, max_iter: int) -> np.ndarray:
+    from sklearn.manifold import TSNE
+
+    # scikit-learn counts its 250 exaggerated iterations inside max_iter.
     tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed,
-                n_jobs=n_jobs or os.cpu_count(), max_iter=max_iter, method="barnes_hut")
-    return tsne.fit_transform(x.astype(np.float32)).astype(np.float32)
+                n_jobs=n_jobs, max_iter=EARLY_EXAGGERATION_ITER + max_iter, method="barnes_hut")
+    return tsne.fit_transform(x).astype(np.float32)
+
+
+class _Gradient:
+    """openTSNE's gradient (FFT or Barnes-Hut), called once per iteration, and so also the place to hand out
+    the layout (at most every ``every_s`` seconds), to check ``should_stop`` and to size the FFT's grid."""
+
+    def __init__(self, snapshot: Snapshot | None, should_stop: ShouldStop, every_s: float, total: int) -> None:
+        self.snapshot, self.should_stop, self.every_s, self.total = snapshot, should_stop, every_s, total
+        self.done = 0  # iterations done
+        self.phase_end = 0  # iterations done at the end of the current phase
+        self.last = time.monotonic()
+
+    def check(self) -> None:
+        if self.should_stop():
+            raise InterruptedError("t-SNE stopped")
+
+    def run_phase(self, iterations: int) -> None:
+        self.phase_end = self.done + iterations
+        self.last = time.monotonic() if self.done == 0 else self.last
+
+    def __call__(self, embedding: np.ndarray, P: Any, **params: Any) -> tuple[float, np.ndarray]:
+        from openTSNE.tsne import kl_divergence_bh, kl_divergence_fft
+
+        if self.done >= self.phase_end:  # openTSNE's extra evaluation after a phase, for its error: not needed
+            return 0.0, np.zeros_like(embedding)
+        self.check()
+        now = time.monotonic()
+        if self.snapshot is not None and now - self.last >= self.every_s:
+            self.last = now
+            self.snapshot(self.done, self.total, np.array(embedding, dtype=np.float32))  # a copy
+        self.done += 1
+        params["should_eval_error"] = False  # the KL divergence costs as much as the attraction itself
+        if embedding.shape[0] < FFT_MIN_POINTS:
+            return kl_divergence_bh(embedding, P, **params)
+        # Boxes of at least one unit (FIt-SNE's), wider once the map spans more than MAX_INTERVALS units:
+        # the grid's FFTs grow with its area, which would outgrow the rest of an iteration.
+        span = float(embedding.max() - embedding.min())
+        params["fft_params"] = dict(params["fft_params"], ints_in_interval=max(1.0, span / MAX_INTERVALS),
+                                    min_num_intervals=MIN_INTERVALS)
+        return kl_divergence_fft(embedding, P, **params)
+
+
+def _tsne_opentsne(x: np.ndarray, perplexity: float, seed: int, n_jobs: int, max_iter: int,
+                   gradient: _Gradient) -> np.ndarray:
+    from openTSNE import TSNEEmbedding, affinity, initialization
+    from openTSNE.nearest_neighbors import PrecomputedNeighbors
+
+    n = x.shape[0]
+    n_jobs = n_jobs if n >= THREADS_MIN_POINTS else 1
+    _threaded_fft(n_jobs)
+    k = min(n - 1, int(3 * perplexity))  # openTSNE's (and scikit-learn's) neighbourhood size
+    indices, distances = nearest_neighbours(x, k, seed, gradient.check)
+    affinities = affinity.PerplexityBasedNN(knn_index=PrecomputedNeighbors(indices, distances), perplexity=perplexity,
+                                            n_jobs=n_jobs)
+    del indices, distances
+    gradient.check()
+    # The PCA layout, scaled down as t-SNE wants it; the jitter separates identical points.
+    init = initialization.jitter(initialization.rescale(x[:, :2].astype(np.float64)), random_state=seed)
+    embedding = TSNEEmbedding(init, affinities, negative_gradient_method=gradient, learning_rate="auto",
+                              n_jobs=n_jobs, random_state=seed)
+    for iterations, exaggeration in ((EARLY_EXAGGERATION_ITER, EARLY_EXAGGERATION), (max_iter, None)):
+        if iterations > 0:
+            gradient.run_phase(iterations)
+            embedding.optimize(n_iter=iterations, exaggeration=exaggeration, momentum=MOMENTUM, inplace=True)
+    return np.asarray(embedding, dtype=np.float32)
+
+
+def _threaded_fft(workers: int) -> None:
+    """openTSNE's wheels do their FFTs with numpy's, on one thread: the bulk of a big map's iteration. Its
+    FFT module is handed scipy.fft on ``workers`` threads instead (same transforms; ~1.7x faster on 2
+    cores at 600 x 600, 2.7x at 882 x 882). Only that module sees the change; builds with FFTW don't."""
+    try:
+        from openTSNE._matrix_mul import matrix_mul
+    except ImportError:
+        return
+    current = getattr(matrix_mul, "np", None)
+    if current is np:
+        matrix_mul.np = current = _NumpyWithScipyFFT()
+    if isinstance(current, _NumpyWithScipyFFT):
+        current.fft.workers = workers
+
+
+class _ScipyFFT:
+    """The numpy.fft functions openTSNE calls, done by scipy.fft on ``workers`` threads."""
+
+    def __init__(self) -> None:
+        self.workers = 1
+
+    def __getattr__(self, name: str) -> Callable[..., np.ndarray]:
+        import scipy.fft
+
+        function = getattr(scipy.fft, name)
+        return lambda *args, **kwargs: function(*args, workers=self.workers, **kwargs)
+
+
+class _NumpyWithScipyFFT:
+    """numpy, but for its ``fft``."""
+
+    def __init__(self) -> None:
+        self.fft = _ScipyFFT()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(np, name)
+
+
+def nearest_neighbours(x: np.ndarray, k: int, seed: int = 0,
+                       check: Callable[[], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's k nearest other rows (euclidean): indices int64 [N, k] and distances float64 [N, k],
+    nearest first. Exact up to ``EXACT_KNN_MAX`` rows; above, each k-means cluster of rows is searched
+    among the ``PROBE_CLUSTERS`` clusters nearest to it (approximate: a few neighbours lying beyond them
+    are missed). ``check()`` runs between blocks (it raises to stop)."""
+    import torch  # matrix products and top-k on all cores (numpy's argpartition is ~10x slower here)
+
+    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    indices = np.empty((len(data), k), np.int64)
+    distances = np.empty((len(data), k), np.float64)
+    with torch.no_grad():
+        if len(data) <= EXACT_KNN_MAX:
+            everyone = torch.arange(len(data))
+            block = max(1, 2**24 // len(data))  # ~64 MB of distances at a time
+            for start in range(0, len(data), block):
+                _search(data, everyone[start:start + block], everyone, k, indices, distances)
+                if check is not None:
+                    check()
+        else:
+            _clustered_search(data, k, seed, indices, distances, check)
+    return indices, distances
+
+
+def _search(data: Any, queries: Any, candidates: Any, k: int, indices: np.ndarray, distances: np.ndarray) -> None:
+    """The k nearest of ``candidates`` (row numbers, a tensor) to each of ``queries`` (row numbers, all among
+    the candidates), written into the queries' rows of ``indices`` and ``distances``."""
+    import torch
+
+    q, c = data[queries], data[candidates]
+    d2 = torch.addmm((q * q).sum(1, keepdim=True) + (c * c).sum(1)[None, :], q, c.T, alpha=-2.0)
+    d2[queries[:, None] == candidates[None, :]] = torch.inf  # nobody is their own neighbour
+    values, found = torch.topk(d2, k, dim=1, largest=False, sorted=True)
+    indices[queries.numpy()] = candidates[found].numpy()
+    distances[queries.numpy()] = values.clamp_(min=0).sqrt_().numpy()
+
+
+def _clustered_search(data: Any, k: int, seed: int, indices: np.ndarray, distances: np.ndarray,
+                      check: Callable[[], None] | None) -> None:
+    import torch
+
+    n = len(data)
+    generator = torch.Generator().manual_seed(seed)
+    sample = data[torch.randperm(n, generator=generator)[:KMEANS_SAMPLE]]
+    centroids = sample[torch.randperm(len(sample), generator=generator)[:int(CLUSTERS_PER_SQRT_N * n**0.5)]]
+    for _ in range(KMEANS_STEPS):  # Lloyd's steps on a sample: clusters only need to be compact, not optimal
+        nearest = _nearest_centroid(sample, centroids)
+        sums = torch.zeros_like(centroids).index_add_(0, nearest, sample)
+        counts = torch.bincount(nearest, minlength=len(centroids))
+        centroids = torch.where(counts[:, None] > 0, sums / counts.clamp(min=1)[:, None], centroids)
+    cluster = _nearest_centroid(data, centroids)
+    sizes = torch.bincount(cluster, minlength=len(centroids)).tolist()
+    members = torch.split(torch.argsort(cluster, stable=True), sizes)
+    probes = torch.topk(torch.cdist(centroids, centroids), min(PROBE_CLUSTERS, len(centroids)), largest=False).indices
+    for c, queries in enumerate(members):
+        if len(queries) == 0:
+            continue
+        candidates = torch.cat([members[p] for p in probes[c].tolist()])
+        if len(candidates) <= k:  # too few nearby (tiny clusters): all rows
+            candidates = torch.arange(n)
+        _search(data, queries, candidates, k, indices, distances)
+        if check is not None and c % 16 == 0:
+            check()
+
+
+def _nearest_centroid(x: Any, centroids: Any) -> Any:
+    import torch
+
+    squared = (centroids * centroids).sum(1)
+    return torch.cat([torch.addmm(squared[None, :], block, centroids.T, alpha=-2.0).argmin(1)
+                      for block in torch.split(x, 16384)])
+
+
+def neighbourhood_recall(features: np.ndarray, coords: np.ndarray, k: int = 10, sample: int = 2000,
+                         seed: int = 0) -> float:
+    """How well a map keeps neighbourhoods: for a random sample of points, the fraction of each one's k
+    nearest neighbours in feature space (cosine) that are among its k nearest on the map (1.0: all)."""
+    unit = normalize_rows(features)
+    coords = np.asarray(coords, dtype=np.float32)
+    n = unit.shape[0]
+    k = min(k, n - 1)
+    if k < 1:
+        return 1.0
+    rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
+    hits = 0
+    for start in range(0, len(rows), 256):  # bounded memory: 256 rows of N distances at a time
+        block = rows[start:start + 256]
+        near_features = _k_smallest(-(unit[block] @ unit.T), block, k)
+        near_map = _k_smallest(((coords[block, None, :] - coords[None, :, :]) ** 2).sum(-1), block, k)
+        hits += sum(len(np.intersect1d(a, b)) for a, b in zip(near_features, near_map, strict=True))
+    return hits / (len(rows) * k)
+
+
+def _k_smallest(distances: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """The k columns with the smallest values in each row, leaving out the row's own point."""
+    distances[np.arange(len(rows)), rows] = np.inf
+    return np.argpartition(distances, k - 1, axis=1)[:, :k]
 
 
 def kmeans_labels(features: np.ndarray, n_clusters: int = 10, seed: int = 0) -> np.ndarray:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from simclr_studio.neighbours import NeighbourIndex
-from simclr_studio.projection import kmeans_labels, pca_2d, points_in_polygon, points_in_rect, tsne_2d
+from simclr_studio.projection import pca_2d, points_in_polygon, points_in_rect
 
 
 def brute_force(features, row, k):
@@ -39,24 +39,6 @@ def test_neighbour_query_is_cosine_and_scale_free():
     assert len(index.query_vector(feats[0], k=1000).indices) == 50  # k capped at the index size
     with pytest.raises(ValueError, match="features"):
         index.query_vector(np.ones(3))
-
-
-def test_maps_have_one_row_per_point_and_separate_clusters():
-    rng = np.random.default_rng(2)
-    centres = rng.normal(size=(3, 64)) * 5
-    labels = np.repeat(np.arange(3), 40)
-    feats = (centres[labels] + rng.normal(size=(120, 64))).astype(np.float32)
-    for coords in (pca_2d(feats), tsne_2d(feats, perplexity=15, max_iter=300)):
-        assert coords.shape == (120, 2) and coords.dtype == np.float32 and np.isfinite(coords).all()
-        # Each point's nearest map neighbour mostly shares its cluster.
-        d = ((coords[:, None] - coords[None]) ** 2).sum(-1)
-        np.fill_diagonal(d, np.inf)
-        assert (labels[d.argmin(1)] == labels).mean() > 0.9
-    np.testing.assert_array_equal(pca_2d(feats), pca_2d(feats))  # deterministic
-    clusters = kmeans_labels(feats, 3)
-    # k-means recovers the three groups (up to renaming).
-    assert all(len(np.unique(clusters[labels == c])) == 1 for c in range(3))
-    assert tsne_2d(feats[:3]).shape == (3, 2)  # too few points for t-SNE: falls back to PCA
 
 
 def test_rect_and_lasso_selection():

@@ -88,7 +88,15 @@ def test_back_forward_and_k(explorer):
     assert panel.results_model.rowCount() == 9
 
 
-def test_search_from_a_picked_file_and_from_the_clipboard(explorer, qtbot, monkeypatch, tmp_path):
+@pytest.fixture
+def clipboard(explorer):
+    """The application's clipboard, emptied afterwards: data left on the offscreen clipboard crashes
+    Qt as the test process exits (even when the test failed)."""
+    yield QGuiApplication.clipboard()
+    QGuiApplication.clipboard().clear()
+
+
+def test_search_from_a_picked_file_and_from_the_clipboard(explorer, clipboard, qtbot, monkeypatch, tmp_path):
     win, panel = explorer
     source = panel.session.embeddings.paths[4]
     outside = tmp_path / "copy.png"
@@ -99,7 +107,7 @@ def test_search_from_a_picked_file_and_from_the_clipboard(explorer, qtbot, monke
                     timeout=20_000)
     assert panel.session.results.rows[0] == 4
     # An image (pixels, as a screenshot tool copies them) on the clipboard.
-    QGuiApplication.clipboard().setImage(QImage(source))
+    clipboard.setImage(QImage(source))
     panel.session.show(panel.session.neighbours(0))
     panel.paste()
     qtbot.waitUntil(lambda: panel.session.results.kind == "search", timeout=20_000)
@@ -107,10 +115,12 @@ def test_search_from_a_picked_file_and_from_the_clipboard(explorer, qtbot, monke
     # A file of the map on the clipboard (copied in a file manager): its neighbours, as for a click.
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(source)])
-    QGuiApplication.clipboard().setMimeData(mime)
+    clipboard.setMimeData(mime)
     panel.paste()
     qtbot.waitUntil(lambda: panel.session.results.kind == "neighbours", timeout=20_000)
     assert panel.session.focus == 4 and "not part of the map" not in panel.focus_card.caption.text()
+
+
 
 
 def test_a_selection_replaces_the_focused_image(explorer):

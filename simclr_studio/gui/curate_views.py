@@ -30,7 +30,7 @@ from simclr_studio.session.curation import OUTLIER_COUNT
 
 STRIP_THUMB = 64  # a duplicate group's images, side by side
 STRIP_IMAGES = 6  # shown per group (the rest: "+N")
-GROUPS_SHOWN = 300  # groups listed at once (the report has them all)
+GROUPS_SHOWN = 40  # groups listed at once (the report has them all): each strip is ~8 widgets to build
 COLLAPSED_SHARE = 0.2  # a group holding more of the folder than this is a warning, not a finding
 SLIDER_STEPS = 1000  # the threshold slider moves in steps of 0.001 (or finer near 1)
 

@@ -12,13 +12,15 @@ decoding path, images it never trained on:
   once with ``npm pack``): each one's nearest other test image is a *distinct* image (both sets hold
   look-alikes of their own, e.g. one flag drawn alike by several vendors: the rate is an upper bound);
 - near-exact copies of a seeded sample of 500 of them, written as files: an exact copy, JPEG
-  re-encoded at quality 75 and 50, resized to 75 % and to 200 %, cropped to 90 % of each side (centred,
-  and at a corner), and, a harder case, cropped to 80 %.
+  re-encoded at quality 75 and 50, resized to 75 % and to 200 %, cropped to 95 % and 90 % of each side
+  (centred; 90 % also at a corner), and, a harder case, cropped to 80 %.
 
-For each threshold T it prints the share of each kind of copy at least T similar to its original
-(found), the share of distinct images whose nearest neighbour is at least T similar (falsely grouped),
-and the groups ``curate.duplicate_pairs`` forms among the distinct images (how many, the largest).
-``--speed`` instead times ``curate.duplicate_pairs`` at DUPLICATE_FLOOR on 100,000 × 512 random and
+Two measures of similarity: the encoder's features alone, and the app's (the higher of that and the
+pixel signatures' cosine, ``signatures.py``). For each threshold T it prints the share of each kind of
+copy at least T similar to its original (found), the share of distinct images whose nearest neighbour
+is at least T similar (falsely grouped), and the groups ``duplicates.duplicate_pairs`` forms among the
+distinct images (how many, the largest).
+``--speed`` instead times ``duplicates.duplicate_pairs`` at DUPLICATE_FLOOR on 100,000 × 512 random and
 clustered features and on all 70,000 Fashion-MNIST images through the trained encoder; each run is
 appended with its load average (the development machine is shared). Writes JSON.
 """
@@ -39,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 THRESHOLDS = [0.90, 0.95, 0.97, 0.98, 0.985, 0.99, 0.993, 0.995, 0.996, 0.997, 0.998, 0.999]
 N_TRAIN, N_COPIED = 10_000, 500
-COPIES = ["exact", "jpeg-q75", "jpeg-q50", "resize-75%", "resize-200%", "crop-90%-centre", "crop-90%-corner",
-          "crop-80%-centre"]
+COPIES = ["exact", "jpeg-q75", "jpeg-q50", "resize-75%", "resize-200%", "crop-95%-centre", "crop-90%-centre",
+          "crop-90%-corner", "crop-80%-centre"]
 
 
 def copy_of(path: str, kind: str) -> tuple[bytes, str]:
@@ -114,45 +116,57 @@ def trained_run(work: Path, train_dir: Path, minutes: float) -> Path:
     return run
 
 
-def embed(run: Path, paths: list[str]) -> np.ndarray:
-    from simclr_studio.evaluate import features_for_paths
+def embed(run: Path, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(features, pixel signatures) through the app's own decoding and embedding path."""
+    from simclr_studio.embeddings import embed_paths
     from simclr_studio.trained import load_trained
 
     trained = load_trained(run)
-    feats, failures = features_for_paths(trained.model.backbone, paths, trained.config.image_size)
+    feats, sigs, failures = embed_paths(trained.model.backbone, paths, trained.config.image_size)
     assert not failures, failures
-    return feats
+    return feats, sigs
+
+
+MEASURES = ("features", "features or pixels")  # the encoder's cosine alone; the higher of it and the signatures'
 
 
 def measure(run: Path, distinct: list[str], rows: np.ndarray, copies: dict[str, list[str]]) -> dict:
-    from simclr_studio.curate import duplicate_pairs, knn_graph
+    """Per measure: copies' similarity to their originals, distinct images' to their nearest other, and
+    the share found / grouped at each threshold (with the groups ``duplicate_pairs`` forms)."""
+    from simclr_studio.curate import knn_graph
+    from simclr_studio.duplicates import duplicate_pairs
     from simclr_studio.neighbours import normalize_rows
 
-    base = embed(run, distinct)
-    _, nearest = knn_graph(base, 1)
-    nearest = nearest[:, 0]
-    pairs = duplicate_pairs(base, floor=min(THRESHOLDS))  # the floor rises when that is too many pairs
-    unit = normalize_rows(base)
-    copy_sims = {}
+    base, base_sigs = embed(run, distinct)
+    # The nearest other image under the higher of two similarities is the higher of the two nearest.
+    nearest_f = knn_graph(base, 1)[1][:, 0]
+    nearest = {MEASURES[0]: nearest_f, MEASURES[1]: np.maximum(nearest_f, knn_graph(base_sigs, 1)[1][:, 0])}
+    unit, unit_sigs = normalize_rows(base)[rows], normalize_rows(base_sigs)[rows]
+    copy_sims: dict[str, dict[str, np.ndarray]] = {m: {} for m in MEASURES}
     for kind, paths in copies.items():
-        copy_sims[kind] = (normalize_rows(embed(run, paths)) * unit[rows]).sum(1)
-    rows = []
-    for t in THRESHOLDS:
-        groups = pairs.groups(t) if t >= pairs.floor else None
-        row = {"threshold": t, "distinct_grouped": float((nearest >= t).mean()),
-               "groups_among_distinct": len(groups) if groups is not None else None,
-               "largest_group": max((len(g.rows) for g in groups), default=0) if groups is not None else None}
-        row.update({kind: float((sims >= t).mean()) for kind, sims in copy_sims.items()})
-        rows.append(row)
-    quantiles = [0.01, 0.05, 0.5]
-    return {
-        "n_distinct": len(distinct), "n_copied": len(next(iter(copies.values()))),
-        "distinct_nearest_similarity": {f"p{int(q * 100)}": float(np.quantile(nearest, 1 - q)) for q in quantiles}
-        | {"max": float(nearest.max())},
-        "copy_similarity": {kind: {"min": float(s.min()), "p5": float(np.quantile(s, 0.05)),
-                                   "median": float(np.median(s))} for kind, s in copy_sims.items()},
-        "table": rows,
-    }
+        feats, sigs = embed(run, paths)
+        f = (normalize_rows(feats) * unit).sum(1)
+        copy_sims[MEASURES[0]][kind] = f
+        copy_sims[MEASURES[1]][kind] = np.maximum(f, (normalize_rows(sigs) * unit_sigs).sum(1))
+    result: dict = {"n_distinct": len(distinct), "n_copied": len(rows)}
+    for m in MEASURES:
+        pairs = duplicate_pairs(base, floor=min(THRESHOLDS), signatures=base_sigs if m == MEASURES[1] else None)
+        table = []
+        for t in THRESHOLDS:
+            groups = pairs.groups(t) if t >= pairs.floor else None
+            row = {"threshold": t, "distinct_grouped": float((nearest[m] >= t).mean()),
+                   "groups_among_distinct": len(groups) if groups is not None else None,
+                   "largest_group": max((len(g.rows) for g in groups), default=0) if groups is not None else None}
+            row.update({kind: float((sims >= t).mean()) for kind, sims in copy_sims[m].items()})
+            table.append(row)
+        result[m] = {
+            "distinct_nearest_similarity": {f"p{int(q * 100)}": float(np.quantile(nearest[m], 1 - q))
+                                            for q in (0.01, 0.05, 0.5)} | {"max": float(nearest[m].max())},
+            "copy_similarity": {kind: {"min": float(s.min()), "p5": float(np.quantile(s, 0.05)),
+                                       "median": float(np.median(s))} for kind, s in copy_sims[m].items()},
+            "table": table,
+        }
+    return result
 
 
 def search_speed(n: int, dim: int, features: dict[str, np.ndarray] | None = None) -> list[dict]:
@@ -160,8 +174,9 @@ def search_speed(n: int, dim: int, features: dict[str, np.ndarray] | None = None
     a Gaussian mixture (clusters, as trained features have) and any real features given."""
     import torch
 
-    from simclr_studio.curate import DUPLICATE_FLOOR, _Partition, duplicate_pairs
+    from simclr_studio.duplicates import DUPLICATE_FLOOR, duplicate_pairs
     from simclr_studio.neighbours import normalize_rows
+    from simclr_studio.pair_search import _Partition
 
     rng = np.random.default_rng(0)
     cases = {f"random {n:,} × {dim}": rng.standard_normal((n, dim), dtype=np.float32)}
@@ -200,20 +215,22 @@ def all_fmnist_features(run: Path) -> np.ndarray:
 
 
 def print_table(result: dict) -> None:
-    kinds = list(result["copy_similarity"])
     print(f"copies of {result['n_copied']} unseen images vs {result['n_distinct']} distinct images")
-    print("copy similarity to its original (min / 5th percentile / median):")
-    for kind, s in result["copy_similarity"].items():
-        print(f"  {kind:16s} {s['min']:.4f} / {s['p5']:.4f} / {s['median']:.4f}")
-    d = result["distinct_nearest_similarity"]
-    print(f"distinct images, similarity to the nearest other: median {d['p50']:.4f}, top 5 % ≥ {d['p5']:.4f}, "
-          f"top 1 % ≥ {d['p1']:.4f}, max {d['max']:.4f}")
-    print("share found at threshold T (copies) and share of distinct images grouped:")
-    print("T      " + " ".join(f"{k[:11]:>11s}" for k in kinds) + "  distinct  groups  largest")
-    for row in result["table"]:
-        print(f"{row['threshold']:<6g} " + " ".join(f"{row[k]:11.3f}" for k in kinds)
-              + f"  {row['distinct_grouped']:8.4f}  {row['groups_among_distinct'] or '-':>6}"
-              + f"  {row['largest_group'] or '-':>7}")
+    for m in MEASURES:
+        r = result[m]
+        kinds = list(r["copy_similarity"])
+        print(f"\n== similarity: {m} ==\ncopy similarity to its original (min / 5th percentile / median):")
+        for kind, s in r["copy_similarity"].items():
+            print(f"  {kind:16s} {s['min']:.4f} / {s['p5']:.4f} / {s['median']:.4f}")
+        d = r["distinct_nearest_similarity"]
+        print(f"distinct images, similarity to the nearest other: median {d['p50']:.4f}, top 5 % ≥ {d['p5']:.4f}, "
+              f"top 1 % ≥ {d['p1']:.4f}, max {d['max']:.4f}")
+        print("share found at threshold T (copies) and share of distinct images grouped:")
+        print("T      " + " ".join(f"{k[:11]:>11s}" for k in kinds) + "  distinct  groups  largest")
+        for row in r["table"]:
+            print(f"{row['threshold']:<6g} " + " ".join(f"{row[k]:11.3f}" for k in kinds)
+                  + f"  {row['distinct_grouped']:8.4f}  {row['groups_among_distinct'] or '-':>6}"
+                  + f"  {row['largest_group'] or '-':>7}")
 
 
 def main() -> None:

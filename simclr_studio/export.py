@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -99,26 +99,40 @@ def csv_cell(text: str) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
+def write_csv(out: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]],
+              overwrite: bool = False) -> Path:
+    """A CSV file, atomically: CRLF lines (RFC 4180, so a name with a newline or CR is quoted and reads
+    back with ``csv.reader`` opened with ``newline=""``). An existing file is replaced only with
+    ``overwrite`` (FileExistsError, one line). Callers pass text cells through ``csv_cell``."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} already exists: choose another file, or overwrite it")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    atomic_write_text(out, buf.getvalue())
+    return out
+
+
 def save_embeddings(out: str | Path, features: np.ndarray, paths: Sequence[str], labels: Sequence[int],
                     classes: Sequence[str], coords: np.ndarray | None = None) -> Path:
     """Embeddings as .npz (features, paths, labels, classes[, coords]) or .csv (one row per image).
 
-    CSV lines end in CRLF (RFC 4180), so a name with a newline or CR is quoted and reads back with
-    ``csv.reader`` (open with ``newline=""``); path and class cells go through ``csv_cell``. The .npz
-    keeps the names as they are."""
+    The CSV is ``write_csv``'s (an existing file is replaced); path and class cells go through
+    ``csv_cell``. The .npz keeps the names as they are."""
     out = Path(out)
     label_ids = np.asarray(labels, dtype=np.int64)
     if out.suffix.lower() == ".csv":
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\r\n")
         header = ["path", "label", "class"] + (["x", "y"] if coords is not None else [])
-        writer.writerow(header + [f"f{i}" for i in range(features.shape[1])])
-        for i, path in enumerate(paths):
+
+        def row(i: int, path: str) -> list[object]:
             cls = classes[label_ids[i]] if label_ids[i] >= 0 and len(classes) else ""
             xy = [f"{coords[i, 0]:.6g}", f"{coords[i, 1]:.6g}"] if coords is not None else []
-            row = [csv_cell(str(path)), int(label_ids[i]), csv_cell(str(cls))] + xy
-            writer.writerow(row + [f"{v:.7g}" for v in features[i]])
-        atomic_write_text(out, buf.getvalue())
+            return [csv_cell(str(path)), int(label_ids[i]), csv_cell(str(cls)), *xy, *(f"{v:.7g}" for v in features[i])]
+
+        write_csv(out, header + [f"f{i}" for i in range(features.shape[1])],
+                  (row(i, path) for i, path in enumerate(paths)), overwrite=True)
     else:
         if out.suffix.lower() != ".npz":
             out = out.with_suffix(out.suffix + ".npz") if out.suffix else out.with_suffix(".npz")

@@ -9,9 +9,7 @@ confirmed it (the app asks with the list of files first); nothing is ever delete
 
 from __future__ import annotations
 
-import csv
 import errno
-import io
 import json
 import os
 import re
@@ -176,39 +174,25 @@ def _format_problem(data: Any) -> str | None:
 
 
 # ---- CSV exports -------------------------------------------------------------------------------------
-def _write_csv(out: str | Path, header: Sequence[str], rows: Iterable[Sequence[object]], overwrite: bool) -> Path:
-    """CRLF lines (as the embeddings CSV); an existing file only with ``overwrite``. Callers pass text
-    cells through ``export.csv_cell`` (readable, never a formula)."""
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists: choose another file, or overwrite it")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\r\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    atomic_write_text(out, buf.getvalue())
-    return out
-
-
 def export_selection_csv(out: str | Path, paths: Sequence[str], labels: Sequence[str],
                          coords: np.ndarray | None = None, overwrite: bool = False) -> Path:
     """Columns path,label,x,y: label is the image's class (or tag; "" for none), x/y its map position
     (empty without a map)."""
-    from simclr_studio.export import csv_cell
+    from simclr_studio.export import csv_cell, write_csv
 
     def xy(i: int) -> list[str]:
         return [f"{coords[i, 0]:.6g}", f"{coords[i, 1]:.6g}"] if coords is not None else ["", ""]
 
     rows = ([csv_cell(str(p)), csv_cell(str(labels[i]))] + xy(i) for i, p in enumerate(paths))
-    return _write_csv(out, ("path", "label", "x", "y"), rows, overwrite)
+    return write_csv(out, ("path", "label", "x", "y"), rows, overwrite)
 
 
 def export_tags_csv(out: str | Path, tags: Mapping[str, str], overwrite: bool = False) -> Path:
     """Columns path,label: one row per tagged image."""
-    from simclr_studio.export import csv_cell
+    from simclr_studio.export import csv_cell, write_csv
 
     rows = ([csv_cell(path), csv_cell(label)] for path, label in tags.items())
-    return _write_csv(out, ("path", "label"), rows, overwrite)
+    return write_csv(out, ("path", "label"), rows, overwrite)
 
 
 # ---- copies into a new folder --------------------------------------------------------------------------

@@ -127,7 +127,41 @@ def test_embed_passes_the_tsne_settings(capsys, tmp_path, trained, monkeypatch):
     assert code == 0, err
     assert asked == {"perplexity": 12.5, "max_iter": 300}
     code, _, err = run_cli(capsys, "embed", run, data, "--out", tmp_path / "g.npz", "--map", "tsne", "--quiet")
-    assert code == 0 and asked == {"perplexity": 30.0, "max_iter": 750}, err
+    assert code == 0, err
+    assert asked == {"perplexity": projection.TSNE_PERPLEXITY, "max_iter": projection.TSNE_ITERATIONS}
     with pytest.raises(SystemExit):
         run_cli(capsys, "embed", run, data, "--out", tmp_path / "h.npz", "--perplexity", "0")
     assert "must be above 0" in capsys.readouterr().err
+
+
+def test_resized_and_reencoded_copies_are_found_by_default(capsys, tmp_path, trained, monkeypatch):
+    """What an encoder alone can miss: a JPEG re-encode and a double-size copy group with their original,
+    and no other image, even when the features tell nothing (random, one row per image)."""
+    import numpy as np
+    from PIL import Image
+
+    from simclr_studio import evaluate
+
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(evaluate, "extract_features",
+                        lambda encoder, batches, device="cpu": np.concatenate(
+                            [rng.standard_normal((len(b), 32)).astype(np.float32) for b in batches]))
+    run, _, _ = trained
+    data = tmp_path / "photos"
+    data.mkdir()
+    for path in sorted((DEMO / "bag").glob("*.png"))[:8]:
+        shutil.copy(path, data / path.name)
+    original = sorted(data.glob("*.png"))[2]
+    with Image.open(original) as im:
+        rgb = im.convert("RGB")
+        rgb.save(data / "reencoded.jpg", quality=75)
+        rgb.resize((rgb.width * 2, rgb.height * 2), Image.BICUBIC).save(data / "double.png")
+    report = tmp_path / "report.csv"
+    code, _, err = run_cli(capsys, "curate", run, data, "--out", report, "--quiet")
+    assert code == 0, err
+    groups = {}
+    for kind, group, path, _ in read_report(report)[1:]:
+        if kind == "duplicate":
+            groups.setdefault(group, set()).add(path)
+    wanted = {str(original), str(data / "reencoded.jpg"), str(data / "double.png")}
+    assert wanted in groups.values(), groups  # the three, and no distinct image with them

@@ -6,21 +6,19 @@ import csv
 import numpy as np
 import pytest
 
-from simclr_studio import curate
+from simclr_studio import curate, duplicates, pair_search
 from simclr_studio.curate import (
-    DuplicateGroup,
     Finding,
     duplicate_findings,
-    duplicate_pairs,
     knn_graph,
     likely_mislabeled,
     mislabel_findings,
-    near_duplicates,
     outlier_findings,
     outlier_scores,
     outliers,
     write_findings_csv,
 )
+from simclr_studio.duplicates import DuplicateGroup, duplicate_pairs, near_duplicates
 from simclr_studio.neighbours import normalize_rows
 
 
@@ -55,25 +53,25 @@ def clustered(n=2000, d=32, centres=40, spread=0.25, seed=0):
 @pytest.fixture
 def force_partition(monkeypatch):
     """The clustered search on small inputs, whatever its cost (so its exactness is tested too)."""
-    monkeypatch.setattr(curate, "_PARTITION_MIN_ROWS", 0)
-    monkeypatch.setattr(curate, "_PARTITION_MAX_COST", 10.0)
+    monkeypatch.setattr(pair_search, "_PARTITION_MIN_ROWS", 0)
+    monkeypatch.setattr(pair_search, "_PARTITION_MAX_COST", 10.0)
 
 
 def spy_partition(monkeypatch):
     used = []
-    fit = curate._Partition.fit.__func__
+    fit = pair_search._Partition.fit.__func__
 
     def spying(cls, *args, **kw):
         part = fit(cls, *args, **kw)
         used.append(part)
         return part
 
-    monkeypatch.setattr(curate._Partition, "fit", classmethod(spying))
+    monkeypatch.setattr(pair_search._Partition, "fit", classmethod(spying))
     return used
 
 
 def test_pairs_are_exact_on_clustered_data(monkeypatch):
-    monkeypatch.setattr(curate, "_PARTITION_MIN_ROWS", 0)
+    monkeypatch.setattr(pair_search, "_PARTITION_MIN_ROWS", 0)
     used = spy_partition(monkeypatch)
     feats = clustered()
     for floor in (0.9, 0.97):
@@ -96,7 +94,7 @@ def test_pairs_are_exact_on_random_data(monkeypatch, force_partition):
 
 
 def test_uniform_data_falls_back_to_all_pairs(monkeypatch):
-    monkeypatch.setattr(curate, "_PARTITION_MIN_ROWS", 0)
+    monkeypatch.setattr(pair_search, "_PARTITION_MIN_ROWS", 0)
     used = spy_partition(monkeypatch)
     feats = np.random.default_rng(2).normal(size=(2000, 64)).astype(np.float32)
     pairs = duplicate_pairs(feats, 0.5)
@@ -106,19 +104,19 @@ def test_uniform_data_falls_back_to_all_pairs(monkeypatch):
 
 def test_tiles_are_bounded_and_their_edges_exact(monkeypatch, force_partition):
     """No similarity matrix larger than a tile (never N × N), and small tiles lose no pair at their edges."""
-    monkeypatch.setattr(curate, "TILE_ROWS", 64)
-    monkeypatch.setattr(curate, "TILE_COLS", 160)
+    monkeypatch.setattr(pair_search, "TILE_ROWS", 64)
+    monkeypatch.setattr(pair_search, "TILE_COLS", 160)
     shapes = []
-    tile = curate._PairSearch._tile
+    tile = pair_search._PairSearch._tile
 
     def spying(self, rows, row_ids, cols, col_ids, diagonal):
         shapes.append((rows.shape[0], cols.shape[0]))
         return tile(self, rows, row_ids, cols, col_ids, diagonal)
 
-    monkeypatch.setattr(curate._PairSearch, "_tile", spying)
+    monkeypatch.setattr(pair_search._PairSearch, "_tile", spying)
     feats = clustered(n=1500)
     assert_same_pairs(as_dict(duplicate_pairs(feats, 0.9)), brute_force_pairs(feats, 0.9))
-    monkeypatch.setattr(curate, "_PARTITION_MAX_COST", 0.0)  # and all pairs, tile by tile
+    monkeypatch.setattr(pair_search, "_PARTITION_MAX_COST", 0.0)  # and all pairs, tile by tile
     assert_same_pairs(as_dict(duplicate_pairs(feats, 0.9)), brute_force_pairs(feats, 0.9))
     assert len(shapes) > 50 and max(r for r, _ in shapes) <= 64 and max(c for _, c in shapes) <= 160
 
@@ -167,7 +165,7 @@ def test_count_is_fast_enough_for_a_slider():
     i, j = rng.integers(0, n, p), rng.integers(0, n, p)
     i, j = np.minimum(i, j), np.maximum(i, j) + (i == j)
     sim = np.sort(rng.uniform(0.9, 1.0, p).astype(np.float32))[::-1]
-    pairs = curate.DuplicatePairs(i, np.minimum(j, n - 1), sim, 0.9, n, np.zeros((n, 2), np.float32))
+    pairs = duplicates.DuplicatePairs(i, np.minimum(j, n - 1), sim, 0.9, n, (np.zeros((n, 2), np.float32),))
     pairs.count(0.95)  # the forest, once
     start = time.perf_counter()
     counts = [pairs.count(t) for t in np.linspace(0.9, 1.0, 50)]
@@ -186,7 +184,7 @@ def test_the_pair_cap_raises_the_floor_and_stays_exact():
 
 
 def test_progress_and_stop(monkeypatch):
-    monkeypatch.setattr(curate, "TILE_ROWS", 100)
+    monkeypatch.setattr(pair_search, "TILE_ROWS", 100)
     feats = clustered(n=1000)
     seen = []
     duplicate_pairs(feats, 0.9, progress=lambda done, total: seen.append((done, total)))

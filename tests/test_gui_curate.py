@@ -16,7 +16,7 @@ from PySide6.QtCore import QMimeData, QUrl
 from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QFileDialog, QInputDialog
 
-from simclr_studio import curate
+from simclr_studio import curate, duplicates
 from simclr_studio.selections import SelectionStore
 from simclr_studio.session.explore_values import Projection
 
@@ -171,7 +171,7 @@ def test_duplicates_slider_counts_live_and_a_group_becomes_the_selection(explore
     view = panel.duplicates
     view.find.click()
     qtbot.waitUntil(lambda: panel.curation.duplicates is not None, timeout=20_000)
-    pairs = curate.duplicate_pairs(panel.session.embeddings.features)
+    pairs = duplicates.duplicate_pairs(panel.session.embeddings.features)
     for step in (0, 500, 1000):
         view.slider.setValue(step)
         assert f": {pairs.count(view.threshold()):,} group" in view.summary.text()

@@ -41,8 +41,8 @@ def outlier_count(asked: int | None, n_images: int) -> int:
 def cmd_curate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from simclr_studio import curate
-    from simclr_studio.cli.features import folder_features
+    from simclr_studio import curate, duplicates
+    from simclr_studio.cli.features import folder_embeddings
     from simclr_studio.trained import load_trained
 
     out = Path(args.out)
@@ -51,18 +51,19 @@ def cmd_curate(args: argparse.Namespace) -> int:
     if not 0.0 < args.duplicates <= 1.0:
         raise CliError(f"--duplicates is a cosine similarity in (0, 1], not {args.duplicates}")
     run = load_trained(args.run_dir, args.checkpoint)
-    scan, feats = folder_features(run, args.data_dir, args.batch_size, args.device, args.quiet)
+    scan, feats, sigs = folder_embeddings(run, args.data_dir, args.batch_size, args.device, args.quiet)
     paths, n = scan.paths, len(scan.paths)
 
     with _bar("duplicates", args.quiet) as progress:
-        pairs = curate.duplicate_pairs(feats, args.duplicates, progress)
+        pairs = duplicates.duplicate_pairs(feats, args.duplicates, progress, signatures=sigs)
     threshold = max(args.duplicates, pairs.floor)
     groups = pairs.groups(threshold)
     findings = curate.duplicate_findings(groups, paths)
     in_groups = sum(len(g.rows) for g in groups)
     lines = [f"duplicates: {len(groups)} group(s), {in_groups} images in them (similarity ≥ {threshold:.3f})"]
     if threshold > args.duplicates:
-        lines.append(f"  (more than {curate.MAX_DUPLICATE_PAIRS:,} similar pairs: threshold raised to {threshold:.4f})")
+        lines.append(f"  (more than {duplicates.MAX_DUPLICATE_PAIRS:,} similar pairs: "
+                     f"threshold raised to {threshold:.4f})")
 
     k = max(curate.OUTLIER_K, curate.MISLABEL_K if scan.labeled else 0)
     with _bar("neighbours", args.quiet) as progress:

@@ -20,11 +20,18 @@ if TYPE_CHECKING:
 def folder_features(run: TrainedModel, data_dir: str, batch_size: int, device: str,
                     quiet: bool) -> tuple[ScanResult, np.ndarray]:
     """Scan a folder and embed it chunk by chunk (bounded memory), with a progress bar."""
+    scan, feats, _ = folder_embeddings(run, data_dir, batch_size, device, quiet)
+    return scan, feats
+
+
+def folder_embeddings(run: TrainedModel, data_dir: str, batch_size: int, device: str,
+                      quiet: bool) -> tuple[ScanResult, np.ndarray, np.ndarray]:
+    """``folder_features``, and the images' pixel signatures (``signatures.py``)."""
     from tqdm import tqdm
 
     from simclr_studio.data import scan_folder
     from simclr_studio.device import resolve_device
-    from simclr_studio.evaluate import features_for_paths
+    from simclr_studio.embeddings import embed_paths
 
     if not Path(data_dir).is_dir():
         raise CliError(f"data folder not found: {data_dir}")
@@ -34,13 +41,13 @@ def folder_features(run: TrainedModel, data_dir: str, batch_size: int, device: s
     dev = resolve_device(device)
     run.model.to(dev)
     with tqdm(total=len(scan), desc="embed", unit="img", disable=quiet, leave=False, file=sys.stderr) as bar:
-        feats, failures = features_for_paths(run.model.backbone, scan.paths, run.config.image_size, dev, batch_size,
-                                             progress=lambda done, total: bar.update(done - bar.n),
-                                             max_pixels=run.config.max_image_pixels)
+        feats, sigs, failures = embed_paths(run.model.backbone, scan.paths, run.config.image_size, dev, batch_size,
+                                            chunk=2048, progress=lambda done, total: bar.update(done - bar.n),
+                                            max_pixels=run.config.max_image_pixels)
     scan = scan.drop(failures) if failures else scan
     for skipped in scan.skipped:
         print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
-    return scan, feats
+    return scan, feats, sigs
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

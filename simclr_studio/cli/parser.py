@@ -198,6 +198,7 @@ def _command(sub: Subparsers, name: str, func: Callable[[argparse.Namespace], in
 
 def add_embed_parser(sub: Subparsers) -> None:
     from simclr_studio.cli.features import cmd_embed
+    from simclr_studio.projection import TSNE_ITERATIONS, TSNE_PERPLEXITY
 
     e = _command(sub, "embed", cmd_embed, "compute encoder features for a folder")
     _add_run_args(e)
@@ -205,8 +206,9 @@ def add_embed_parser(sub: Subparsers) -> None:
     e.add_argument("--out", required=True, metavar="FEATURES.npz", help=".npz or .csv")
     e.add_argument("--map", choices=("none", "pca", "tsne"), default="none",
                    help="also store 2-D map coordinates (x, y columns in CSV, 'coords' in .npz)")
-    e.add_argument("--perplexity", type=positive_float, default=30.0, help="t-SNE perplexity (--map tsne)")
-    e.add_argument("--tsne-iterations", type=positive_int, default=750, dest="tsne_iterations", metavar="N",
+    e.add_argument("--perplexity", type=positive_float, default=TSNE_PERPLEXITY,
+                   help="t-SNE perplexity (--map tsne)")
+    e.add_argument("--tsne-iterations", type=positive_int, default=TSNE_ITERATIONS, dest="tsne_iterations", metavar="N",
                    help="t-SNE optimisation steps (--map tsne)")
     _add_feature_args(e)
 
@@ -233,7 +235,7 @@ def add_export_parser(sub: Subparsers) -> None:
 
 def add_curate_parser(sub: Subparsers) -> None:
     from simclr_studio.cli.curate import DEFAULT_MISLABELS, DEFAULT_OUTLIERS, OUTLIER_SHARE, cmd_curate
-    from simclr_studio.curate import DEFAULT_DUPLICATE_THRESHOLD
+    from simclr_studio.duplicates import DEFAULT_DUPLICATE_THRESHOLD
 
     c = _command(sub, "curate", cmd_curate,
                  "report near-duplicates, outliers and likely mislabeled images as CSV (kind,group,path,score)")

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from simclr_studio.curate import DEFAULT_DUPLICATE_THRESHOLD, DuplicateGroup
+from simclr_studio.duplicates import DEFAULT_DUPLICATE_THRESHOLD, DuplicateGroup
 from simclr_studio.gui.explore_results import ResultsList
 from simclr_studio.gui.thumbnails import load_qimage
 from simclr_studio.gui.workers import Throttle, Workers, plain
@@ -113,7 +113,11 @@ class DuplicatesView(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(header(self.find, self.report))
         row = QHBoxLayout()
-        row.addWidget(QLabel("Similarity ≥"))
+        similarity = QLabel("Similarity ≥")
+        similarity.setToolTip("A pair's similarity is the higher of two cosines: of the encoder's features, and of "
+                              "the images' pixel signatures (low frequencies of a grey thumbnail), which catch "
+                              "re-encoded and resized copies.")
+        row.addWidget(similarity)
         row.addWidget(self.slider, 1)
         layout.addLayout(row)
         layout.addWidget(self.summary)
@@ -129,8 +133,8 @@ class DuplicatesView(QWidget):
             self._loads.cancel_all()
             self.groups.clear()
             self._groups = []
-            self.summary.setText("Groups of images whose features are nearly the same: copies, re-encodings, "
-                                 "resized or slightly cropped versions.")
+            self.summary.setText("Groups of images that look nearly the same to the encoder, or pixel for pixel: "
+                                 "copies, re-encodings, resized versions.")
 
     def search(self) -> None:
         self.host.run("duplicates", self.host.curation.find_duplicates, self._found, "Finding near-duplicates")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from simclr_studio import curate, selections
+from simclr_studio import curate, duplicates, selections
 from simclr_studio.session.explore_values import Embedded
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ OUTLIER_COUNT = 100  # outliers listed by default
 @dataclass(frozen=True, eq=False)
 class DuplicatesFound:
     of: Embedded
-    pairs: curate.DuplicatePairs  # searched once at the floor; grouped at any threshold above it
+    pairs: duplicates.DuplicatePairs  # searched once at the floor; grouped at any threshold above it
 
 
 @dataclass(frozen=True, eq=False)
@@ -84,8 +84,10 @@ class Curation:
     def find_duplicates(self, progress: Progress | None = None, should_stop: ShouldStop | None = None
                         ) -> DuplicatesFound:
         embedded = self._current()
-        return DuplicatesFound(embedded, curate.duplicate_pairs(embedded.embeddings.features, progress=progress,
-                                                                should_stop=should_stop))
+        emb = embedded.embeddings
+        return DuplicatesFound(embedded, duplicates.duplicate_pairs(emb.features, progress=progress,
+                                                                    should_stop=should_stop,
+                                                                    signatures=emb.signatures))
 
     def find_outliers(self, count: int = OUTLIER_COUNT, progress: Progress | None = None,
                       should_stop: ShouldStop | None = None) -> OutliersFound:
@@ -119,7 +121,7 @@ class Curation:
         rows: list[curate.Finding] = []
         if self.duplicates is not None:
             pairs = self.duplicates.pairs  # the pair cap may have raised its floor above the default
-            groups = pairs.groups(max(threshold or curate.DEFAULT_DUPLICATE_THRESHOLD, pairs.floor))
+            groups = pairs.groups(max(threshold or duplicates.DEFAULT_DUPLICATE_THRESHOLD, pairs.floor))
             rows += curate.duplicate_findings(groups, emb.paths)
         if self.outliers is not None:
             rows += curate.outlier_findings(self.outliers.rows, self.outliers.scores, emb.paths)

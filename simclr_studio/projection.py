@@ -18,14 +18,24 @@ TSNE_PCA_DIMS = 50
 # The usual schedule (scikit-learn's and openTSNE's): exaggerated attraction first, so clusters form,
 # then plain t-SNE for ``max_iter`` iterations.
 EARLY_EXAGGERATION_ITER = 250
+# Defaults (the app's, `embed --map tsne`'s): perplexity 30 is the usual one; 500 iterations after the
+# exaggerated ones are openTSNE's own default. Measured (benchmarks/explore.py features, neighbourhood_recall):
+# 500 keeps 0.347 at 10k and 0.264 at 50k points against 0.349 and 0.269 for 750, in two thirds of the time.
+TSNE_PERPLEXITY = 30.0
+TSNE_ITERATIONS = 500
 EARLY_EXAGGERATION = 12.0
 MOMENTUM = 0.8  # openTSNE's, both phases
 # FFT's cost per iteration has a floor (its interpolation grid) that Barnes-Hut undercuts on small maps,
 # and threads only pay for themselves on bigger ones.
 FFT_MIN_POINTS = 5_000
 THREADS_MIN_POINTS = 5_000
-MIN_INTERVALS = 50
-MAX_INTERVALS = 100  # the FFT grid's intervals per side, at most (see _Gradient)
+# The FFT's interpolation grid: intervals of INTERVAL_WIDTH map units (3 nodes each), at least
+# MIN_INTERVALS per side. Its FFTs grow with the map's area and dominate the late iterations of big maps.
+# Measured at 50k points (neighbourhood_recall; scikit-learn 0.272): 1.5 units 0.269 in 78 s, 1.25 units
+# 0.272 in 110 s, 2 units 0.260 in 61 s; FIt-SNE's 1 unit 0.276 for 2.25x 1.5's grid. The early phase's
+# small map needs no 50 intervals (FIt-SNE's minimum); 20 lost nothing and saves seconds.
+INTERVAL_WIDTH = 1.5
+MIN_INTERVALS = 20
 # Nearest neighbours: exact (blocked matrix products) up to this many points; above, searched by cluster.
 EXACT_KNN_MAX = 20_000
 CLUSTERS_PER_SQRT_N = 2.0  # 100k points: 632 k-means clusters of ~160
@@ -74,8 +84,8 @@ def tsne_method(method: TsneMethod = "auto") -> str:
     return f"scikit-learn {sklearn.__version__} (Barnes-Hut)"
 
 
-def tsne_2d(features: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int | None = None,
-            max_iter: int = 750, snapshot: Snapshot | None = None, should_stop: ShouldStop | None = None,
+def tsne_2d(features: np.ndarray, perplexity: float = TSNE_PERPLEXITY, seed: int = 0, n_jobs: int | None = None,
+            max_iter: int = TSNE_ITERATIONS, snapshot: Snapshot | None = None, should_stop: ShouldStop | None = None,
             snapshot_every_s: float = 0.5, method: TsneMethod = "auto") -> np.ndarray:
     """t-SNE of the normalised features, PCA-initialised, float32 [N, 2].
 
@@ -125,7 +135,9 @@ def _tsne_sklearn(x: np.ndarray, perplexity: float, seed: int, n_jobs: int, max_
 
 class _Gradient:
     """openTSNE's gradient (FFT or Barnes-Hut), called once per iteration, and so also the place to hand out
-    the layout (at most every ``every_s`` seconds), to check ``should_stop`` and to size the FFT's grid."""
+    the layout (at most every ``every_s`` seconds) and to check ``should_stop``. (openTSNE's callbacks
+    would do both, but each one makes it compute the KL divergence too, which costs as much as the
+    attraction itself.)"""
 
     def __init__(self, snapshot: Snapshot | None, should_stop: ShouldStop, every_s: float, total: int) -> None:
         self.snapshot, self.should_stop, self.every_s, self.total = snapshot, should_stop, every_s, total
@@ -155,11 +167,6 @@ class _Gradient:
         params["should_eval_error"] = False  # the KL divergence costs as much as the attraction itself
         if embedding.shape[0] < FFT_MIN_POINTS:
             return kl_divergence_bh(embedding, P, **params)
-        # Boxes of at least one unit (FIt-SNE's), wider once the map spans more than MAX_INTERVALS units:
-        # the grid's FFTs grow with its area, which would outgrow the rest of an iteration.
-        span = float(embedding.max() - embedding.min())
-        params["fft_params"] = dict(params["fft_params"], ints_in_interval=max(1.0, span / MAX_INTERVALS),
-                                    min_num_intervals=MIN_INTERVALS)
         return kl_divergence_fft(embedding, P, **params)
 
 
@@ -170,7 +177,6 @@ def _tsne_opentsne(x: np.ndarray, perplexity: float, seed: int, n_jobs: int, max
 
     n = x.shape[0]
     n_jobs = n_jobs if n >= THREADS_MIN_POINTS else 1
-    _threaded_fft(n_jobs)
     k = min(n - 1, int(3 * perplexity))  # openTSNE's (and scikit-learn's) neighbourhood size
     indices, distances = nearest_neighbours(x, k, seed, gradient.check)
     affinities = affinity.PerplexityBasedNN(knn_index=PrecomputedNeighbors(indices, distances), perplexity=perplexity,
@@ -180,50 +186,13 @@ def _tsne_opentsne(x: np.ndarray, perplexity: float, seed: int, n_jobs: int, max
     # The PCA layout, scaled down as t-SNE wants it; the jitter separates identical points.
     init = initialization.jitter(initialization.rescale(x[:, :2].astype(np.float64)), random_state=seed)
     embedding = TSNEEmbedding(init, affinities, negative_gradient_method=gradient, learning_rate="auto",
-                              n_jobs=n_jobs, random_state=seed)
+                              ints_in_interval=INTERVAL_WIDTH, min_num_intervals=MIN_INTERVALS, n_jobs=n_jobs,
+                              random_state=seed)
     for iterations, exaggeration in ((EARLY_EXAGGERATION_ITER, EARLY_EXAGGERATION), (max_iter, None)):
         if iterations > 0:
             gradient.run_phase(iterations)
             embedding.optimize(n_iter=iterations, exaggeration=exaggeration, momentum=MOMENTUM, inplace=True)
     return np.asarray(embedding, dtype=np.float32)
-
-
-def _threaded_fft(workers: int) -> None:
-    """openTSNE's wheels do their FFTs with numpy's, on one thread: the bulk of a big map's iteration. Its
-    FFT module is handed scipy.fft on ``workers`` threads instead (same transforms; ~1.7x faster on 2
-    cores at 600 x 600, 2.7x at 882 x 882). Only that module sees the change; builds with FFTW don't."""
-    try:
-        from openTSNE._matrix_mul import matrix_mul
-    except ImportError:
-        return
-    current = getattr(matrix_mul, "np", None)
-    if current is np:
-        matrix_mul.np = current = _NumpyWithScipyFFT()
-    if isinstance(current, _NumpyWithScipyFFT):
-        current.fft.workers = workers
-
-
-class _ScipyFFT:
-    """The numpy.fft functions openTSNE calls, done by scipy.fft on ``workers`` threads."""
-
-    def __init__(self) -> None:
-        self.workers = 1
-
-    def __getattr__(self, name: str) -> Callable[..., np.ndarray]:
-        import scipy.fft
-
-        function = getattr(scipy.fft, name)
-        return lambda *args, **kwargs: function(*args, workers=self.workers, **kwargs)
-
-
-class _NumpyWithScipyFFT:
-    """numpy, but for its ``fft``."""
-
-    def __init__(self) -> None:
-        self.fft = _ScipyFFT()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(np, name)
 
 
 def nearest_neighbours(x: np.ndarray, k: int, seed: int = 0,
@@ -311,8 +280,8 @@ def neighbourhood_recall(features: np.ndarray, coords: np.ndarray, k: int = 10, 
         return 1.0
     rows = np.sort(np.random.default_rng(seed).choice(n, size=min(sample, n), replace=False))
     hits = 0
-    for start in range(0, len(rows), 256):  # bounded memory: 256 rows of N distances at a time
-        block = rows[start:start + 256]
+    for start in range(0, len(rows), 64):  # bounded memory: 64 rows of N distances at a time
+        block = rows[start:start + 64]
         near_features = _k_smallest(-(unit[block] @ unit.T), block, k)
         near_map = _k_smallest(((coords[block, None, :] - coords[None, :, :]) ** 2).sum(-1), block, k)
         hits += sum(len(np.intersect1d(a, b)) for a, b in zip(near_features, near_map, strict=True))

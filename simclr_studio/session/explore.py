@@ -21,7 +21,7 @@ import numpy as np
 from simclr_studio.data import ScanResult
 from simclr_studio.embeddings import Embeddings, cache_path, embed_cached, save
 from simclr_studio.neighbours import NeighbourIndex
-from simclr_studio.projection import kmeans_labels, pca_2d, tsne_2d
+from simclr_studio.projection import TSNE_ITERATIONS, TSNE_PERPLEXITY, kmeans_labels, pca_2d, tsne_2d
 from simclr_studio.run_folder import RunFolder
 from simclr_studio.session.explore_values import (
     Clusters,
@@ -38,8 +38,6 @@ from simclr_studio.session.quality import Quality, measure_quality
 from simclr_studio.trained import TrainedModel, load_trained
 
 K_NEIGHBOURS = 12
-TSNE_PERPLEXITY = 30.0  # the usual default; the app offers 5-100
-TSNE_ITERATIONS = 750  # after early exaggeration; enough for openTSNE to settle up to 100k points
 UNLABELED_CLUSTERS = 10  # k of k-means for a folder without class subfolders
 
 Progress = Callable[[int, int], None]

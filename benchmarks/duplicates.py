@@ -238,7 +238,7 @@ def main() -> None:
     parser.add_argument("--dataset", choices=("fmnist", "emoji"), default="fmnist",
                         help="emoji: the colour set of benchmarks/colour_data.py (npm pack, once)")
     parser.add_argument("--run", type=Path, help="a trained run to use (default: train one in WORK/run)")
-    parser.add_argument("--minutes", type=float, default=4.0, help="training time when no --run is given")
+    parser.add_argument("--minutes", type=float, help="training time when no --run is given (4; --quick: 0.5)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/simclr-duplicates"))
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "duplicates.json")
     parser.add_argument("--quick", action="store_true", help="fewer images and a 0.5-minute run (a smoke test)")
@@ -258,7 +258,7 @@ def main() -> None:
             torch.set_num_threads(args.threads)
         load_before = os.getloadavg()[0]
         fmnist_run = args.run or trained_run(args.work / "fmnist", dataset("fmnist", args.work, False)[0],
-                                             args.minutes)
+                                             args.minutes or 4.0)
         real = all_fmnist_features(fmnist_run)
         n = 20_000 if args.quick else 100_000
         rows = search_speed(n, 512, {f"Fashion-MNIST {len(real):,} × {real.shape[1]} (trained tiny-cnn)": real})
@@ -268,7 +268,7 @@ def main() -> None:
         return write(args.out, "speed", run, append=True)
     train_dir, distinct = dataset(args.dataset, args.work, args.quick)
     rows, copies = write_copies(distinct, args.work / args.dataset / "copies", 200 if args.quick else N_COPIED)
-    run = args.run or trained_run(args.work / args.dataset, train_dir, 0.5 if args.quick else args.minutes)
+    run = args.run or trained_run(args.work / args.dataset, train_dir, args.minutes or (0.5 if args.quick else 4.0))
     result = measure(run, distinct, rows, copies)
     from simclr_studio.trained import load_trained
 

@@ -119,18 +119,29 @@ class DuplicatePairs:
         rows = np.unique(np.concatenate([u[:m], v[:m]]))
         rows = rows[np.argsort(component[rows], kind="stable")]  # by component, then by row number
         starts = np.flatnonzero(np.r_[True, np.diff(component[rows]) != 0])
-        found = [self._group(members) for members in np.split(rows, starts[1:])]
+        sizes = np.diff(np.r_[starts, len(rows)])
+        firsts = np.repeat(rows[starts], sizes)  # each group's reference: its lowest row
+        scores = self._scores(rows, firsts)
+        is_first = rows == firsts
+        scores[is_first] = 1.0
+        # Within each group: the reference, then by similarity to it, descending (then by row).
+        order = np.lexsort((rows, -scores, ~is_first, np.repeat(np.arange(len(starts)), sizes)))
+        rows, scores = rows[order], scores[order]
+        found = [DuplicateGroup(tuple(r.tolist()), tuple(s.tolist()))
+                 for r, s in zip(np.split(rows, starts[1:]), np.split(scores, starts[1:]), strict=True)]
         return sorted(found, key=lambda g: (-len(g.rows), g.rows[0]))
 
-    def _group(self, members: np.ndarray) -> DuplicateGroup:
-        first, others = int(members[0]), members[1:]
-        scores = np.full(len(others), -1.0, np.float32)
-        for unit in self.units:  # the pairs' own measure: the higher similarity
-            a, b = unit[others], unit[[first]]
-            scores = np.maximum(scores, cosine64(a, np.broadcast_to(b, a.shape), squared_norms64(a),
-                                                  squared_norms64(b)))
-        order = np.lexsort((others, -scores))
-        return DuplicateGroup((first, *others[order].tolist()), (1.0, *scores[order].tolist()))
+    def _scores(self, rows: np.ndarray, firsts: np.ndarray, chunk: int = 8192) -> np.ndarray:
+        """The similarity of each row to its group's reference: the pairs' own measure, the higher of the
+        channels' cosines (computed in float64 a chunk at a time, as the search verifies pairs)."""
+        scores = np.full(len(rows), -1.0, np.float32)
+        for start in range(0, len(rows), chunk):
+            part = slice(start, start + chunk)
+            for unit in self.units:
+                a, b = unit[rows[part]], unit[firsts[part]]
+                scores[part] = np.maximum(scores[part], cosine64(a, b, squared_norms64(a), squared_norms64(b)))
+        return scores
+
 
 def duplicate_pairs(features: np.ndarray, floor: float = DUPLICATE_FLOOR, progress: ProgressFn | None = None,
                     should_stop: StopFn | None = None, max_pairs: int = MAX_DUPLICATE_PAIRS,

@@ -116,6 +116,16 @@ def tsne_2d(features: np.ndarray, perplexity: float = TSNE_PERPLEXITY, seed: int
     return _tsne_opentsne(x, perplexity, seed, n_jobs, max_iter, gradient)
 
 
+def preload() -> None:
+    """Import what a t-SNE needs, on the calling thread. openTSNE brings scikit-learn and SciPy's
+    statistics (~1 s), and unpacking their code holds the GIL for up to ~0.1 s at a time: done while a
+    folder is embedded (a worker), the first map starts without that stall in the window."""
+    if _has_opentsne():
+        import openTSNE.tsne  # noqa: F401
+    else:
+        import sklearn.manifold  # noqa: F401
+
+
 def _has_opentsne() -> bool:
     try:
         import openTSNE  # noqa: F401

@@ -44,6 +44,33 @@ def test_explore_benchmark_runs(tmp_path):
     assert rows["neighbours"]["query_ms_median"] > 0 and all(r["peak_rss_mb"] > 0 for r in rows.values())
 
 
+def test_explore_latency_benchmark_runs(tmp_path):
+    out = tmp_path / "latency.json"
+    result = run_script("benchmarks/explore_latency.py", "--n", "1500", "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())
+    steps = ("tsne_live", "duplicates_search", "duplicates_slider", "duplicates_groups_drawn", "outliers", "mislabels")
+    assert all(data[step]["max_ms"] >= 0 for step in steps) and data["n"] == 1500
+    assert data["tsne_live"]["snapshots_drawn"] >= 1 and data["duplicates_slider"]["steps"] == 41
+    assert "worst stall" in result.stdout
+
+
+def test_duplicates_benchmark_runs(tmp_path):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT
+
+    if not DEFAULT_DIR.exists():
+        pytest.skip(f"Fashion-MNIST is not installed; {INSTALL_HINT}")
+    out = tmp_path / "duplicates.json"
+    result = run_script("benchmarks/duplicates.py", "--quick", "--minutes", "0.1", "--work", str(tmp_path / "work"),
+                        "--out", str(out))
+    assert result.returncode == 0, result.stderr[-2000:]
+    data = json.loads(out.read_text())["fmnist"]
+    both = data["features or pixels"]["table"]
+    assert [row["threshold"] for row in both][-1] == 0.999 and all(row["exact"] == 1.0 for row in both)
+    assert data["n_copied"] == 200 and "== similarity: features or pixels ==" in result.stdout
+
+
 def test_fmnist_benchmark_runs(tmp_path):
     import pytest
 

@@ -244,3 +244,21 @@ def test_a_checkpoint_from_another_run_stays_chosen(explorer, qtbot, tmp_path):
     win.show_explorer()  # coming back to the tab keeps the run the user picked
     assert panel.session.run_dir == other
     assert panel.checkpoint.currentData() == str(other / "checkpoints" / "last.pt")
+
+
+def test_uniform_points_are_what_set_data_makes(qtbot):
+    """The map's fast way to build a layer (one point's style copied to all) gives pyqtgraph the same
+    records as its own ``setData``, so drawing, hovering and the legend behave the same."""
+    import pyqtgraph as pg
+
+    from simclr_studio.gui.map_view import MapPoints
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal(500), rng.standard_normal(500)
+    style = dict(size=5, pen=None, brush=pg.mkBrush(10, 120, 200, 200), name="class")
+    fast, plain = MapPoints.uniform(x, y, **style), pg.ScatterPlotItem(x=x, y=y, **style)
+    for field in ("x", "y", "size", "visible", "sourceRect", "symbol"):
+        np.testing.assert_array_equal(fast.data[field], plain.data[field])
+    assert fast.name() == "class" and fast.boundingRect() == plain.boundingRect()
+    assert len(fast.points()) == 500 and fast.points()[7].pos() == plain.points()[7].pos()
+    assert len(MapPoints.uniform(x[:1], y[:1], **style).data) == 1

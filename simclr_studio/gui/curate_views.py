@@ -5,7 +5,7 @@ panel's ``run``; clicking an image focuses it, a group or a class becomes the se
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt, QThreadPool
+from PySide6.QtCore import QSize, Qt, QThreadPool, QTimer
 from PySide6.QtGui import QColor, QPixmap
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -28,6 +28,7 @@ from simclr_studio.gui.thumbnails import load_qimage
 from simclr_studio.gui.workers import Throttle, Workers, plain
 from simclr_studio.session.curation import OUTLIER_COUNT
 
+STRIPS_PER_TURN = 8
 STRIP_THUMB = 64  # a duplicate group's images, side by side
 STRIP_IMAGES = 6  # shown per group (the rest: "+N")
 GROUPS_SHOWN = 40  # groups listed at once (the report has them all): each strip is ~8 widgets to build
@@ -108,6 +109,7 @@ class DuplicatesView(QWidget):
         self.groups = QListWidget()
         self.groups.itemClicked.connect(self._group_clicked)
         self._groups: list[DuplicateGroup] = []
+        self._drawing = 0  # which drawing of the strips is current
         self._loads = Workers(self, QThreadPool.globalInstance())
         self._regroup = Throttle(self._show_groups, interval_ms=150, debounce=True, parent=self)
         layout = QVBoxLayout(self)
@@ -182,13 +184,25 @@ class DuplicatesView(QWidget):
         self.summary.setText(text)
         self._loads.cancel_all()
         self.groups.clear()
+        self._drawing += 1
+        self._add_strips(self._drawing, 0)
+
+    def _add_strips(self, drawing: int, start: int) -> None:
+        """A few group strips per turn of the event loop (40 at once took the window ~60 ms), until
+        GROUPS_SHOWN; a newer threshold's drawing makes this one stop."""
+        found = self.host.curation.duplicates
+        if drawing != self._drawing or found is None:
+            return
         paths = found.of.embeddings.paths
-        for number, group in enumerate(self._groups[:GROUPS_SHOWN], start=1):
-            strip = GroupStrip(number, group, paths, self._loads)
+        end = min(start + STRIPS_PER_TURN, len(self._groups), GROUPS_SHOWN)
+        for index in range(start, end):
+            strip = GroupStrip(index + 1, self._groups[index], paths, self._loads)
             item = QListWidgetItem(self.groups)
             item.setSizeHint(QSize(strip.sizeHint().width(), STRIP_THUMB + 16))
-            item.setData(Qt.ItemDataRole.UserRole, number - 1)
+            item.setData(Qt.ItemDataRole.UserRole, index)
             self.groups.setItemWidget(item, strip)
+        if end < min(len(self._groups), GROUPS_SHOWN):
+            QTimer.singleShot(0, lambda: self._add_strips(drawing, end))
 
     def _group_clicked(self, item: QListWidgetItem) -> None:
         index = item.data(Qt.ItemDataRole.UserRole)

@@ -38,6 +38,18 @@ class MapPoints(pg.ScatterPlotItem):
     def mouseClickEvent(self, ev) -> None:
         ev.ignore()
 
+    @classmethod
+    def uniform(cls, x: np.ndarray, y: np.ndarray, **style) -> MapPoints:
+        """Points that share one style. ``setData`` works out each point's style and symbol in Python
+        (~200 ms for 50,000 points: a stall whenever a map was shown); here it is worked out for one
+        point and that point's record copied to the rest."""
+        item = cls(x=x[:1], y=y[:1], **style)
+        if len(x) > 1:
+            item.data = np.repeat(item.data, len(x))
+            item.data["item"] = None  # pyqtgraph's per-point handles, made on demand
+            item.move_to(x, y)
+        return item
+
     def move_to(self, x: np.ndarray, y: np.ndarray) -> None:
         """New positions for the same points, written in place: ``setData`` rebuilds every point's
         style too (~200 ms for 50,000 points, a stall at every t-SNE snapshot); this is a few ms."""
@@ -175,8 +187,8 @@ class MapView(pg.PlotWidget):
             rows = np.flatnonzero(groups == g)
             if rows.size == 0:
                 continue
-            item = MapPoints(x=self.coords[rows, 0], y=self.coords[rows, 1], size=size, pen=None,
-                                      brush=pg.mkBrush(*class_colour(g, len(names)), 200), name=name)
+            item = MapPoints.uniform(self.coords[rows, 0], self.coords[rows, 1], size=size, pen=None,
+                                     brush=pg.mkBrush(*class_colour(g, len(names)), 200), name=name)
             item.rows = rows
             self.plotItem.addItem(item)
             self.groups.append(item)

@@ -21,7 +21,7 @@ import numpy as np
 from simclr_studio.data import ScanResult
 from simclr_studio.embeddings import Embeddings, cache_path, embed_cached, save
 from simclr_studio.neighbours import NeighbourIndex
-from simclr_studio.projection import TSNE_ITERATIONS, TSNE_PERPLEXITY, kmeans_labels, pca_2d, tsne_2d
+from simclr_studio.projection import TSNE_ITERATIONS, TSNE_PERPLEXITY, kmeans_labels, pca_2d, preload, tsne_2d
 from simclr_studio.run_folder import RunFolder
 from simclr_studio.session.explore_values import (
     Clusters,
@@ -175,6 +175,7 @@ class ExploreSession:
         trained = load_trained(sources.run_dir, sources.checkpoint)
         emb, path, cached = embed_cached(trained, sources.scan, self._device(), progress=progress,
                                          should_stop=should_stop)
+        preload()  # the maps' imports, here rather than when the first map starts
         if len(emb) == 0:
             raise ValueError("no image of the folder could be decoded")
         if "pca" not in emb.maps:  # not shared yet: filled in here

@@ -284,8 +284,10 @@ def random_mask_box(x: torch.Tensor, p: float, scale, ratio, fill: str, g: torch
     return torch.where(box, value, x)
 
 
-def random_blend(x: torch.Tensor, p: float, alpha_range, source: str, g: torch.Generator) -> torch.Tensor:
-    """X' = (1-α)·X + α·M with α ~ U(alpha_range); M is uniform noise or another image of the batch."""
+def random_blend(x: torch.Tensor, p: float, alpha_range, source: str, g: torch.Generator,
+                 others: torch.Tensor | None = None) -> torch.Tensor:
+    """X' = (1-α)·X + α·M with α ~ U(alpha_range); M is uniform noise or another image of the batch,
+    taken from ``others`` (same shape as ``x``; default ``x``) so that M can be that image without its mask box."""
     b = x.shape[0]
     dev = x.device
     sel = _coin(g, b, p, dev)
@@ -294,7 +296,7 @@ def random_blend(x: torch.Tensor, p: float, alpha_range, source: str, g: torch.G
         m = torch.rand(x.shape, generator=g, device=dev, dtype=x.dtype)
     else:
         shift = 1 + int(torch.randint(0, b - 1, (1,), generator=g, device=dev))
-        m = x.roll(shift, dims=0)  # a different image for every sample
+        m = (x if others is None else others).roll(shift, dims=0)  # a different image for every sample
     a = _view(alpha.to(x.dtype))
     return (1 - a) * x + a * m
 
@@ -311,10 +313,11 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, size: int, g: torch.Generator,
     x = random_grayscale(x, cfg.grayscale_p, g)
     if cfg.blur_p > 0:
         x = gaussian_blur(x, cfg.blur_p, cfg.blur_sigma, g)
+    unmasked = x  # the blend's M: another image as it was before its own mask box
     if cfg.mask_p > 0:
         x = random_mask_box(x, cfg.mask_p, cfg.mask_scale, cfg.mask_ratio, cfg.mask_fill, g)
     if cfg.blend_p > 0:
-        x = random_blend(x, cfg.blend_p, cfg.blend_alpha, cfg.blend_source, g)
+        x = random_blend(x, cfg.blend_p, cfg.blend_alpha, cfg.blend_source, g, others=unmasked)
     return x.clamp_(0, 1)
 
 

@@ -695,3 +695,21 @@ def test_colour_jitter_takes_a_shortcut_for_grey_images_without_changing_results
     a = color_jitter(mixed, 1.0, 1.0, step_generator(2, 0))
     b = color_jitter(coloured, 1.0, 1.0, step_generator(2, 0))
     assert torch.equal(a[2:], b[2:])
+
+
+def test_blend_with_another_image_leaves_out_that_images_mask_box():
+    # Constant images c_i, every view boxed (fill zero) then blended with α = 0.5 and M another
+    # image of the batch: a pixel is 0.5·(c_i + c_j) outside its own box and 0.5·c_j inside it.
+    # Had M brought its own box along, 0.5·c_i (the other's box) and 0 (both boxes) would show too.
+    b = 6
+    c = torch.linspace(0.3, 0.9, b)
+    x = c.view(b, 1, 1, 1).expand(b, 3, 16, 16).contiguous()
+    cfg = AugmentConfig(jitter_p=0.0, grayscale_p=0.0, blur_p=0.0, mask_p=1.0, mask_scale=(0.1, 0.3),
+                        mask_fill="zero", blend_p=1.0, blend_alpha=(0.5, 0.5), blend_source="image")
+    for seed in range(5):
+        out = A.augment(x, cfg, 16, gen(seed))
+        for i in range(b):
+            values = out[i].flatten()
+            fits = [j for j in range(b) if j != i and bool(
+                ((values - 0.5 * (c[i] + c[j])).abs() < 1e-5).logical_or((values - 0.5 * c[j]).abs() < 1e-5).all())]
+            assert fits, (seed, i, sorted(set(values.tolist())))

@@ -25,11 +25,17 @@ FORMATS = ("pt", "safetensors", "onnx")
 
 
 def metadata(run: TrainedModel) -> dict:
+    """What rebuilding the encoder needs (the README's recipe reads these keys): for a ResNet, whether
+    the small stem is used; for the small CNNs, their stage widths (``small_stem`` is then null)."""
+    from simclr_studio.model import SMALL_CNN_WIDTHS
+
     cfg = run.config
+    cnn = cfg.backbone in SMALL_CNN_WIDTHS
     return {
         "producer": f"simclr-studio {__version__}",
         "backbone": cfg.backbone,
-        "small_stem": cfg.resolved_small_stem(),
+        "small_stem": None if cnn else cfg.resolved_small_stem(),
+        **({"widths": list(SMALL_CNN_WIDTHS[cfg.backbone])} if cnn else {}),
         "feature_dim": run.model.feature_dim,
         "image_size": cfg.image_size,
         "input": "RGB float in [0, 1], normalised with mean/std below, NCHW",

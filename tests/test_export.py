@@ -96,3 +96,52 @@ def test_embeddings_npz_and_csv(tmp_path):
     assert rows[0][:5] == ["path", "label", "class", "x", "y"] and len(rows) == 4
     assert rows[2][:3] == ["b,c.png", "1", "dog"] and rows[3][2] == ""
     assert np.allclose([float(v) for v in rows[1][5:]], feats[0], atol=1e-6)
+
+
+def readme_recipe() -> str:
+    """The README's recipe for using an export, as printed there."""
+    from conftest import REPO
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    start = text.index("<!-- recipe: tests/test_export.py runs this block -->")
+    block = text[text.index("```python\n", start) + len("```python\n"):]
+    return block[: block.index("```")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", ["tiny-cnn", "small-cnn", "resnet18-small-stem", "resnet18"])
+def test_the_readme_recipe_loads_every_backbone(tmp_path, backbone):
+    """Export, then the README's recipe in a fresh interpreter with only torch and torchvision: the same
+    features as the app's encoder."""
+    import subprocess
+    import sys
+
+    from simclr_studio.model import build_backbone
+    from simclr_studio.trained import TrainedModel
+
+    name = backbone.replace("-small-stem", "")
+    size = 16 if "small-stem" in backbone or "cnn" in backbone else 96  # above 64 px: the ImageNet stem
+    cfg = RunConfig(backbone=name, image_size=size)
+    torch.manual_seed(0)
+    net, dim = build_backbone(name, cfg.resolved_small_stem())
+    for module in net.modules():  # trained-looking batch-norm statistics, so that eval mode matters
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    run = TrainedModel.__new__(TrainedModel)  # only what export reads
+    run.config, run.epoch, run.global_step, run.checkpoint = cfg, 1, 10, tmp_path / "last.pt"
+    run.model = torch.nn.Module()
+    run.model.backbone, run.model.feature_dim = net.eval(), dim
+    export_weights(run, "pt", tmp_path / "encoder.pt")
+    meta = json.loads((tmp_path / "encoder.pt.json").read_text())
+    assert meta["small_stem"] == (None if "cnn" in name else size <= 64)
+    x = torch.rand(2, 3, size, size)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        expected = net(x)
+    script = readme_recipe() + "\ntorch.save(net(torch.load('x.pt')).detach(), 'out.pt')\n"
+    result = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "simclr_studio" not in script
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected)

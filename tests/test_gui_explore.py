@@ -22,6 +22,8 @@ def test_embedding_fills_the_scatter(explorer):
     np.testing.assert_array_equal(panel.map.coords, emb.maps["tsne"])
     # Coloured by folder label, one legend entry per class.
     assert sorted(item.name() for item in panel.map.groups) == ["class_0", "class_1", "class_2"]
+    # The checkpoint is named with its run ("last.pt" alone says too little).
+    assert panel.checkpoint.currentText() == f"{panel.session.run_dir.name} · last.pt"
     # Quality: the checkpoint, a random encoder and raw pixels were all measured.
     quality, table = panel.session.quality, panel.quality_table
     assert quality is not None
@@ -160,7 +162,7 @@ def test_rectangle_selection_shows_the_images_inside(explorer):
     assert len(panel.map.selection_item.getData()[0]) == len(inside)
 
 
-def test_export_writes_loadable_files(explorer, qtbot, tmp_path):
+def test_export_writes_loadable_files(explorer, qtbot, tmp_path, monkeypatch):
     import torch
 
     from simclr_studio.checkpoint import safe_load
@@ -200,6 +202,24 @@ def test_export_writes_loadable_files(explorer, qtbot, tmp_path):
     assert panel.session.run_dir.name in title and "t-SNE" in title
     band = [image.pixelColor(x, y).lightness() for x in range(0, 400, 2) for y in range(0, TITLE_HEIGHT, 2)]
     assert min(band) < 100 and max(band) > 200
+    # Files get the usual permissions (umask), not a temporary file's 0600; the dialog names the
+    # checkpoint, and its folder opens once something is written.
+    import os
+    import stat
+
+    umask = os.umask(0)
+    os.umask(umask)
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask for p in dialog.written)
+    from PySide6.QtWidgets import QLabel
+
+    labels = [w.text() for w in dialog.findChildren(QLabel)]
+    checkpoint = panel.session.sources.checkpoint
+    assert f"{checkpoint.name} of run {panel.session.run_dir.name}" in labels
+    opened = []
+    monkeypatch.setattr("simclr_studio.gui.export_dialog.QDesktopServices.openUrl", lambda url: opened.append(url))
+    assert dialog.open_button.isEnabled()
+    dialog.open_button.click()
+    assert [u.toLocalFile() for u in opened] == [str(tmp_path / "out")]
 
 
 def test_weights_export_needs_no_embedding(explore_run, qtbot, tmp_path, monkeypatch):

@@ -189,8 +189,10 @@ class ExplorePanel(QWidget):
     def _show_checkpoints(self) -> None:
         self.checkpoint.blockSignals(True)  # refilled (new epochs add checkpoints) without losing the choice
         self.checkpoint.clear()
-        for path in self.session.checkpoints():
-            self.checkpoint.addItem(path.name, str(path))
+        for path in self.session.checkpoints():  # named with their run: "last.pt" alone says too little
+            run = path.parent.parent.name if path.parent.name == "checkpoints" else path.parent.name
+            self.checkpoint.addItem(f"{run} · {path.name}", str(path))
+            self.checkpoint.setItemData(self.checkpoint.count() - 1, str(path), Qt.ItemDataRole.ToolTipRole)
         self.checkpoint.setCurrentIndex(max(self.checkpoint.findData(str(self.session.sources.checkpoint)), 0))
         self.checkpoint.blockSignals(False)
 

@@ -6,14 +6,12 @@ the map need the folder embedded in the Explore tab."""
 from __future__ import annotations
 
 import importlib.util
-import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from PySide6.QtCore import QRect, Qt
-from PySide6.QtGui import QColor, QFont, QImage, QPainter
+from PySide6.QtCore import QRect, Qt, QUrl
+from PySide6.QtGui import QColor, QDesktopServices, QFont, QImage, QPainter
 from PySide6.QtWidgets import (
     QCheckBox,
     QDialog,
@@ -69,16 +67,15 @@ def titled(image: QImage, title: str, dark: bool = False) -> QImage:
 
 
 def save_qimage_atomic(image: QImage, path: Path) -> None:
-    """QImage.save writes in place; a temporary file then a rename keeps a half-written PNG from existing."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not image.save(tmp, "PNG"):
+    """QImage.save writes in place; ``atomic_write``'s temporary file then a rename keeps a half-written
+    PNG from existing, and gives the file the usual permissions (not a temporary file's 0600)."""
+    from simclr_studio.atomic import atomic_write
+
+    def write(tmp: Path) -> None:
+        if not image.save(str(tmp), "PNG"):
             raise OSError(f"could not write {path}")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write)
 
 
 def write_exports(source: ExportSource, folder: Path, choices: dict[str, bool]) -> list[Path]:
@@ -116,6 +113,7 @@ class ExportDialog(QDialog):
         self.source = source
         self.job: Worker | None = None
         self.written: list[Path] = []
+        self.written_to = Path(default_folder)
         has_emb = source.embeddings is not None
         self.boxes = {
             "pt": QCheckBox("PyTorch state_dict (.pt)"),
@@ -136,6 +134,9 @@ class ExportDialog(QDialog):
         browse.setText("…")
         browse.clicked.connect(self._browse)
         form = QFormLayout()
+        checkpoint = QLabel(f"{source.checkpoint.name} of run {source.run_dir.name}")
+        checkpoint.setToolTip(str(source.checkpoint))
+        form.addRow("Checkpoint", checkpoint)
         weights = QVBoxLayout()
         for key in ("pt", "safetensors", "onnx"):
             weights.addWidget(self.boxes[key])
@@ -162,6 +163,9 @@ class ExportDialog(QDialog):
         self.buttons = QDialogButtonBox()
         self.export_button = self.buttons.addButton("Export", QDialogButtonBox.ButtonRole.AcceptRole)
         self.export_button.setObjectName("primary")
+        self.open_button = self.buttons.addButton("Open folder", QDialogButtonBox.ButtonRole.ActionRole)
+        self.open_button.setEnabled(False)  # until something is written
+        self.open_button.clicked.connect(self.open_folder)
         self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.export_button.clicked.connect(self.export)
         self.buttons.rejected.connect(self.reject)
@@ -197,8 +201,14 @@ class ExportDialog(QDialog):
         self.job.failed.connect(self._failed)
         self.job.start()
 
+    def open_folder(self) -> None:
+        """The export folder in the system's file manager."""
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.written_to)))
+
     def _done(self, written: list[Path]) -> None:
         self.written = written
+        self.written_to = Path(self.folder.text()).expanduser()
+        self.open_button.setEnabled(bool(written))
         self.export_button.setEnabled(True)
         self.status.setText(f"Wrote {len(written)} files to {self.folder.text()}")
         self.report.setPlainText("\n".join(str(p) for p in written))

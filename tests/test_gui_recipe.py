@@ -239,7 +239,7 @@ def test_masking_only_says_it_learns_weaker_features(window):
     aug.controls["flip_p"].setValue(0.5)  # no longer masking only: the preset reads Custom
     assert aug.preset.currentText() == "Custom" and not aug.masking_note.isVisibleTo(aug)
     aug.preset.setCurrentText("Masking only")
-    aug.preset.setCurrentText("Paper defaults, large images")
+    aug.preset.setCurrentText("Paper defaults for this image size")
     assert not aug.masking_note.isVisibleTo(aug)
     from simclr_studio.config import AugmentConfig
 

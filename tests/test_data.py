@@ -5,6 +5,7 @@ Every image is generated in tmp_path and tiny, so the whole module runs in a few
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -84,8 +85,8 @@ def messy_folder(tmp_path: Path) -> Path:
 def test_scan_keeps_good_images_and_reports_every_bad_file(messy_folder: Path):
     scan = scan_folder(messy_folder)
     names = sorted(Path(p).name for p in scan.paths)
-    # trunc.png passes the header check; only decoding finds it broken.
-    assert names == sorted(["good1.png", "UPPER.PNG", "Mixed.JpG", "n.png", "good2.png", "trunc.png"])
+    # trunc.png's header is fine, but the scan finds it cut off, as training's decode would.
+    assert names == sorted(["good1.png", "UPPER.PNG", "Mixed.JpG", "n.png", "good2.png"])
     # The loops (cats/up -> .., dogs/here -> .) neither hang the scan nor duplicate an image.
     real = [os.path.realpath(p) for p in scan.paths]
     assert len(set(real)) == len(real)
@@ -93,7 +94,8 @@ def test_scan_keeps_good_images_and_reports_every_bad_file(messy_folder: Path):
 
     skipped = skipped_by_name(scan)
     assert set(skipped) == {"empty.jpg", "text.png", "notes.txt", "README", "broken.png", "broken_link",
-                            "self_loop.png"}
+                            "self_loop.png", "trunc.png"}
+    assert skipped["trunc.png"].startswith("truncated")
     assert skipped["empty.jpg"] == "empty file"
     assert "not an image" in skipped["text.png"]
     assert "not an image file type" in skipped["notes.txt"] and ".txt" in skipped["notes.txt"]
@@ -112,8 +114,9 @@ def test_scan_keeps_good_images_and_reports_every_bad_file(messy_folder: Path):
 @needs_symlinks
 def test_truncated_png_fails_decode_and_drop_moves_it_to_skipped(messy_folder: Path):
     scan = scan_folder(messy_folder)
+    truncated_png(messy_folder / "dogs" / "good2.png")  # cut after the scan: only decoding finds it
     images, failures = decode_all(scan.paths, 8, threads=2)
-    trunc = [i for i, p in enumerate(scan.paths) if p.endswith("trunc.png")]
+    trunc = [i for i, p in enumerate(scan.paths) if p.endswith("good2.png")]
     assert list(failures) == trunc
     assert "cannot decode" in failures[trunc[0]]
     assert images[trunc[0]].sum() == 0  # failed rows stay zero
@@ -121,7 +124,7 @@ def test_truncated_png_fails_decode_and_drop_moves_it_to_skipped(messy_folder: P
 
     kept = scan.drop(failures)
     assert len(kept) == len(scan) - 1
-    assert not any(p.endswith("trunc.png") for p in kept.paths)
+    assert not any(p.endswith("good2.png") for p in kept.paths)
     assert kept.skipped[-1] == SkippedFile(scan.paths[trunc[0]], failures[trunc[0]])
     assert kept.skipped[: len(scan.skipped)] == scan.skipped
     assert len(scan.paths) == len(kept.paths) + 1  # drop returns a copy, the original is untouched
@@ -130,7 +133,7 @@ def test_truncated_png_fails_decode_and_drop_moves_it_to_skipped(messy_folder: P
                                                                                 for label in kept.labels]
     report = kept.report()
     assert f"{len(kept)} images" in report and f"skipped {len(kept.skipped)} file(s)" in report
-    assert "trunc.png: cannot decode" in report
+    assert "good2.png: cannot decode" in report
 
 
 @needs_symlinks
@@ -138,8 +141,8 @@ def test_nested_images_take_their_first_level_folder_as_label(messy_folder: Path
     scan = scan_folder(messy_folder)
     assert scan.labeled and scan.classes == ["cats", "dogs"]
     by_name = {Path(p).name: label for p, label in zip(scan.paths, scan.labels, strict=True)}
-    assert by_name == {"good1.png": 0, "UPPER.PNG": 0, "Mixed.JpG": 0, "n.png": 0, "good2.png": 1, "trunc.png": 1}
-    assert scan.class_counts() == {"cats": 4, "dogs": 2}
+    assert by_name == {"good1.png": 0, "UPPER.PNG": 0, "Mixed.JpG": 0, "n.png": 0, "good2.png": 1}
+    assert scan.class_counts() == {"cats": 4, "dogs": 1}
 
 
 def test_scan_without_header_checks_keeps_undecodable_image_files(tmp_path: Path):
@@ -462,8 +465,10 @@ def test_undecodable_files_raise_data_error(tmp_path: Path, content: bytes):
 
 def test_truncated_png_raises_data_error(tmp_path: Path):
     path = truncated_png(tmp_path / "t.png")
-    assert data._check_header(path) is None  # the header is fine ...
-    with pytest.raises(DataError, match="cannot decode"):  # ... the pixel data is not
+    with Image.open(path):  # the header is fine ...
+        pass
+    assert data._check_header(path).startswith("truncated")  # ... the end of the file is not
+    with pytest.raises(DataError, match="cannot decode"):
         decode_image(path, 8)
 
 
@@ -737,3 +742,79 @@ def test_streaming_substitutes_grey_for_a_file_that_breaks_mid_training(tmp_path
         (batch,) = list(source.batches(0))
     assert batch.shape == (4, 3, SIZE, SIZE)
     assert sum(bool((img == 128).all()) for img in batch) == 1
+
+
+# ---- truncated files: the scan finds what training's decode rejects --------------------------------
+def encoded(fmt: str, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(noise(40, 30, seed=11)).save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def scan_one(tmp_path: Path, name: str, raw: bytes) -> tuple[ScanResult, Path]:
+    path = tmp_path / "one" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(raw)
+    return scan_folder(path.parent), path
+
+
+@pytest.mark.parametrize(("name", "fmt", "kwargs", "cut"), [
+    ("half.jpg", "JPEG", {}, 0.5), ("last_byte.jpg", "JPEG", {}, 1),
+    ("progressive.jpg", "JPEG", {"progressive": True}, 0.5),
+    ("half.png", "PNG", {}, 0.5), ("crc_cut.png", "PNG", {}, 21),
+])
+def test_scan_skips_a_cut_off_image_that_training_rejects(tmp_path: Path, name, fmt, kwargs, cut):
+    raw = encoded(fmt, **kwargs)
+    n = int(len(raw) * cut) if isinstance(cut, float) else len(raw) - cut
+    scan, path = scan_one(tmp_path, name, raw[:n])
+    assert scan.paths == [] and len(scan.skipped) == 1
+    assert scan.skipped[0].path == str(path) and scan.skipped[0].reason.startswith("truncated")
+    with pytest.raises(DataError, match="truncated"):
+        decode_image(path, 8)  # training's decode rejects the same file
+    _, failures = decode_all([str(path)], 8, threads=1)
+    assert list(failures) == [0]
+
+
+@pytest.mark.parametrize(("fmt", "kwargs"), [("JPEG", {}), ("JPEG", {"progressive": True}), ("PNG", {})])
+def test_scan_and_decode_agree_on_every_cut_near_the_end(tmp_path: Path, fmt, kwargs):
+    """PIL decodes a PNG that lacks only its IEND chunk (and the CRCs after the pixel data), but no JPEG
+    that lacks even its last byte: the scan must say so exactly."""
+    raw = encoded(fmt, **kwargs)
+    for cut in [0, *range(1, 40), len(raw) // 3]:
+        path = tmp_path / f"cut{cut}.{fmt.lower()}"
+        path.write_bytes(raw[:len(raw) - cut])
+        try:
+            decode_image(path, 8)
+            decodes = True
+        except DataError:
+            decodes = False
+        assert (data._check_header(path) is None) == decodes, cut
+    assert fmt == "JPEG" or data._check_header(tmp_path / "cut20.png") is None  # a PNG PIL still decodes
+
+
+def test_scan_keeps_images_with_bytes_after_their_end(tmp_path: Path):
+    """Zero padding, or a video appended after the JPEG (a phone's motion photo), decode fine."""
+    video = bytes(range(256)).replace(b"\xff", b"") * 40  # no end marker in it
+    for name, raw in (("padded.jpg", encoded("JPEG") + b"\0" * 3000), ("motion.jpg", encoded("JPEG") + video),
+                      ("padded.png", encoded("PNG") + b"\0" * 100), ("extra.png", encoded("PNG") + video)):
+        scan, path = scan_one(tmp_path / name, name, raw)
+        assert scan.paths == [str(path)] and not scan.skipped, name
+        assert decode_image(path, 8).shape == (8, 8, 3)
+
+
+def test_an_end_marker_in_a_header_does_not_hide_a_cut(tmp_path: Path):
+    """A camera's EXIF thumbnail ends with its own end marker; a comment segment stands in for it."""
+    raw = encoded("JPEG")
+    comment = b"\xff\xfe" + (2 + 4).to_bytes(2, "big") + b"\xff\xd9\xff\xd9"
+    raw = raw[:2] + comment + raw[2:]
+    assert decode_image_bytes_ok(tmp_path, raw)
+    scan, path = scan_one(tmp_path, "thumb.jpg", raw[:len(raw) * 2 // 3])
+    assert scan.paths == [] and scan.skipped[0].reason.startswith("truncated")
+    with pytest.raises(DataError):
+        decode_image(path, 8)
+
+
+def decode_image_bytes_ok(tmp_path: Path, raw: bytes) -> bool:
+    path = tmp_path / "whole.jpg"
+    path.write_bytes(raw)
+    return decode_image(path, 8).shape == (8, 8, 3) and data._check_header(path) is None

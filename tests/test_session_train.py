@@ -339,3 +339,41 @@ def test_new_run_dir_is_named_after_the_folder(tmp_path):
     assert new_run_dir(tmp_path, "/data/birds").parent == tmp_path
     assert new_run_dir(tmp_path, "/data/birds").name.startswith("birds-")
     assert new_run_dir(tmp_path, None).name.startswith("run-")
+
+
+# ---- the Train tab's words and refusals (no process) -----------------------------------------------
+def test_a_completed_epochs_run_resumes_only_with_more_epochs(tmp_path, monkeypatch):
+    import simclr_studio.session.train as train_session
+
+    monkeypatch.setattr(train_session, "ChildRun", FakeChild)
+    FakeChild.made = []
+    done = [started(6), step(6, 6), RunFinished(status="completed", epoch=1, global_step=6)]
+    session = TrainSession()
+    session.open(write_run(tmp_path / "run", tiny(tmp_path, epochs=2), done, True, age_s=600))
+    assert session.can_resume() and session.completed_epochs() == 2
+    assert "raise Epochs above 2" in session.next_step() and "raise Epochs above 2" in session.status()
+    for epochs in (None, 2):  # it would end at once, having trained nothing
+        with pytest.raises(TrainError, match="raise Epochs above 2"):
+            session.resume(epochs)
+    assert not FakeChild.made
+    session.resume(3)
+    assert FakeChild.made[-1].epochs == 3 and session.status().startswith("Training")
+
+
+def test_batch_size_refusals_are_worded_for_the_app(tmp_path):
+    from simclr_studio.events import ErrorEvent
+
+    session = TrainSession()
+    assert session.batch_problem(64) is None  # no folder: nothing known to check against
+    session.suggest(str(tmp_path), 6, 20, False, "cpu", 1.0)
+    assert session.batch_problem(6) is None
+    assert session.batch_problem(8) == ("batch size 8 is larger than the 6 images available; "
+                                        "set Batch size to 6 or fewer")
+    with pytest.raises(TrainError, match="set Batch size to 6 or fewer"):
+        session.start(tiny(tmp_path, batch_size=8), tmp_path / "run")
+    # The training process words it for the command line; the app's log and banner name the control.
+    session.feed([ErrorEvent(message="batch size 8 is larger than the 6 images available; use --batch-size 6 "
+                                     "or fewer", category="data")])
+    update = session.poll()
+    assert update.errors == ["batch size 8 is larger than the 6 images available; set Batch size to 6 or fewer"]
+    assert not any("--batch-size" in line for line in update.lines)

@@ -29,7 +29,7 @@ from simclr_studio.history import RunHistory
 from simclr_studio.recipe import FolderFacts, suggest
 from simclr_studio.run_folder import LIVE_WINDOW_S, RunFolder, RunState, resume_config
 from simclr_studio.run_lock import RunBusyError, refuse_if_busy
-from simclr_studio.session.wording import EventWording, format_minutes
+from simclr_studio.session.wording import EventWording, for_app, format_minutes
 from simclr_studio.training_link import ChildRun
 
 SessionState = Literal["empty", "ready", "training", "paused", "stopping", "following", "resumable", "finished"]
@@ -80,6 +80,7 @@ class TrainSession:
 
     def __init__(self) -> None:
         self.data_dir: str | None = None  # the image folder a new run trains on
+        self.n_images: int | None = None  # how many images it holds (known once suggest() was told)
         self.run_dir: Path | None = None  # the run shown: started, resumed, followed or opened
         self.config: RunConfig | None = None  # that run's config (the saved one, as resumed)
         self.history = RunHistory()
@@ -117,9 +118,55 @@ class TrainSession:
         """The run shown had a time budget and completed it."""
         return self.config is not None and self._spent(self.config)
 
+    def completed_epochs(self) -> int | None:
+        """The epochs of the run shown when it trained all of them (an epochs run that completed):
+        resuming it trains only with more epochs than that. None otherwise."""
+        finished = self.history.finished
+        if self.config is None or self.config.minutes is not None or finished is None:
+            return None
+        return self.config.epochs if finished.status == "completed" else None
+
+    def batch_problem(self, batch_size: int, nproc: int = 1) -> str | None:
+        """Why training would refuse ``batch_size`` on the open folder (the engine's own check, in the
+        app's words), or None; None too when the folder's size is not known."""
+        if not self.n_images:
+            return None
+        from simclr_studio.batches import BatchSource  # torch: only when asked
+        from simclr_studio.data import DataError
+
+        try:
+            BatchSource.check_batch_size(self.n_images, batch_size, nproc)
+        except DataError as exc:
+            return for_app(str(exc))
+        return None
+
     def _spent(self, cfg: RunConfig) -> bool:
         finished = self.history.finished
         return cfg.minutes is not None and finished is not None and finished.status == "completed"
+
+    def status(self) -> str | None:
+        """One line on the run shown, for a status bar: it follows the state (None: no run to tell of)."""
+        state, where = self.state, f" · {self.run_dir}" if self.run_dir is not None else ""
+        if state in ("empty", "ready"):
+            return None
+        if state in ("training", "paused", "stopping"):
+            return {"training": "Training", "paused": "Paused",
+                    "stopping": "Stopping: saving a checkpoint…"}[state] + where
+        if state == "following":
+            return "Training elsewhere: following it live" + where
+        return (self.next_step() or "Run finished: nothing to resume") + where
+
+    def next_step(self) -> str | None:
+        """What the user can do with a run that has ended and can be resumed, if anything."""
+        if self.state != "resumable":
+            return None
+        if self.budget_spent() and self.config is not None:
+            return (f"Run complete: its {format_minutes(self.config.minutes or 0)} min budget is spent; "
+                    "press New run to train another")
+        done = self.completed_epochs()
+        if done is not None:
+            return f"Run complete ({done} epochs): raise Epochs above {done} and press Resume training to train longer"
+        return "Press Resume training to continue this run from its last checkpoint, or New run to start another"
 
     # ---- a new run --------------------------------------------------------------------------------
     def suggest(self, data_dir: str, n_images: int, typical_side: int, grayscale: bool, device_type: str,
@@ -127,7 +174,7 @@ class TrainSession:
         """A newly opened image folder: the run shown is put aside, new runs train on ``data_dir``,
         and the recipe for it on ``device_type`` ("cpu", "cuda", "mps") within ``minutes``."""
         self.new_run()
-        self.data_dir = data_dir
+        self.data_dir, self.n_images = data_dir, n_images
         facts = FolderFacts(n_images, typical_side, grayscale)
         budgeted = suggest(facts, device_type, minutes)
         by_epochs = suggest(facts, device_type, None)  # for a user who trains by epochs instead
@@ -138,7 +185,7 @@ class TrainSession:
     def clear_data(self) -> None:
         """No usable image folder is open: nothing to train on."""
         self.new_run()
-        self.data_dir = None
+        self.data_dir = self.n_images = None
 
     def new_run(self) -> None:
         """Put the run shown aside (stop following it): the next start() begins a new one."""
@@ -159,6 +206,10 @@ class TrainSession:
             cfg.validate()
         except ConfigError as exc:
             raise TrainError(str(exc)) from exc
+        if cfg.data_dir == self.data_dir:  # a folder of known size: refuse a batch training would refuse
+            problem = self.batch_problem(cfg.batch_size, nproc)
+            if problem:
+                raise TrainError(problem)
         if not str(run_dir).strip() or not Path(run_dir).expanduser().is_absolute():
             raise TrainError("choose a run folder (a full path) for this run's checkpoints and logs")
         folder = RunFolder(run_dir)
@@ -170,7 +221,8 @@ class TrainSession:
         if not folder.is_empty():
             raise TrainError(f"{folder.path} is not empty and not a run folder: choose a new or empty folder")
         self._restart_history()
-        self.data_dir = cfg.data_dir
+        if cfg.data_dir != self.data_dir:
+            self.data_dir, self.n_images = cfg.data_dir, None
         self._launch(ChildRun.new_run(cfg, folder.path, nproc), folder.path, cfg, f"Starting run in {folder.path}")
 
     def resume(self, epochs: int | None = None, device: str | None = None, nproc: int = 1) -> None:
@@ -190,6 +242,9 @@ class TrainSession:
                              "start a new run to train longer")
         keep_plan = saved.minutes is not None
         epochs = None if keep_plan else epochs
+        done = self.completed_epochs()
+        if done is not None and (epochs or saved.epochs) <= done:  # it would end at once, having trained nothing
+            raise TrainError(f"the run has completed its {done} epochs: raise Epochs above {done} to train longer")
         cfg = resume_config(saved, epochs, device)
         self._launch(ChildRun.resume(self.run_dir, epochs, device, nproc), self.run_dir, cfg,
                      f"Resuming run in {self.run_dir}")
@@ -252,7 +307,7 @@ class TrainSession:
         except (ConfigError, CheckpointError, OSError) as exc:
             raise TrainError(str(exc)) from exc
         self.new_run()
-        self.run_dir, self.config, self.data_dir = folder.path, cfg, cfg.data_dir
+        self.run_dir, self.config, self.data_dir, self.n_images = folder.path, cfg, cfg.data_dir, None
         if state == "live":
             self._follower = EventsFollower(folder.events_file)  # replays the file, then follows it
             self._followed_at = 0.0
@@ -275,9 +330,9 @@ class TrainSession:
             pending.events.append(event)
             line = self._wording.line(event)
             if line is not None:
-                pending.lines.append(line)
+                pending.lines.append(for_app(line))
             if isinstance(event, ErrorEvent):
-                pending.errors.append(event.message)
+                pending.errors.append(for_app(event.message))
             elif isinstance(event, StateEvent) and self._child is not None:
                 self._paused = event.state == "paused"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from simclr_studio.events import (
     BaselineEvent,
@@ -78,6 +79,20 @@ class EventWording:
         if isinstance(event, RunFinished):
             return f"Finished: {event.status} at step {event.global_step:,}"
         return None
+
+
+# The engine words its refusals for the command line; the app names its own controls instead.
+_APP_WORDS = [
+    (re.compile(r"use --batch-size (\d+) or fewer"), r"set Batch size to \1 or fewer"),
+    (re.compile(r"try --device cpu"), "choose the CPU in Device"),
+]
+
+
+def for_app(message: str) -> str:
+    """A message of the engine with its command-line flags put as the app's controls."""
+    for pattern, words in _APP_WORDS:
+        message = pattern.sub(words, message)
+    return message
 
 
 def preparing_text(event: PrepareProgress) -> str:

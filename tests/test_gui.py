@@ -186,10 +186,14 @@ def test_errors_show_in_the_window(window, qtbot, tmp_path):
     load(window, qtbot, folder)
     panel = window.train_panel
     small_settings(panel)
-    panel.form.batch_size.setValue(64)  # more than the 6 images
+    panel.form.batch_size.setValue(64)  # more than the 6 images: said under the field, Start waits
+    assert panel.form.batch_note.isVisibleTo(panel) and not panel.start_button.isEnabled()
+    panel.session.batch_problem = lambda *a: None  # past the form's check: the training process refuses it
+    panel.form.batch_size.setValue(63)
     panel.start_button.click()
     qtbot.waitUntil(lambda: ended(panel), timeout=30_000)
-    assert panel.error_banner.isVisible() and "batch size 64" in panel.error_banner.text()
+    assert panel.error_banner.isVisible() and "batch size 63" in panel.error_banner.text()
+    assert "set Batch size to 6 or fewer" in panel.error_banner.text()  # the app's words, not a flag
     assert panel.session.history.finished.status == "failed" and panel.start_button.isEnabled()
 
 
@@ -238,7 +242,13 @@ def test_closing_during_training_asks_then_stops_cleanly(window, qtbot, tmp_path
     assert not window.close()  # "No": the window stays and training goes on
     assert asked and panel.session.is_running()
     monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    waiting = []  # while the run saves its checkpoint: a dialog says so, Pause and Stop are off
+    stop_and_wait = panel.stop_and_wait
+    monkeypatch.setattr(panel, "stop_and_wait", lambda: (waiting.append(
+        (window.stopping_dialog.isVisible(), panel.pause_button.isEnabled(), panel.stop_button.isEnabled())),
+        stop_and_wait())[1])
     assert window.close()
+    assert waiting == [(True, False, False)] and not window.stopping_dialog.isVisible()
     assert not panel.session.is_running()
     from simclr_studio.events import read_events
 

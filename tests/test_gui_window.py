@@ -1,0 +1,81 @@
+"""The main window between sessions (size, folder and run remembered) and its Help menu."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6")
+from conftest import make_image_folder
+from PySide6.QtCore import QSettings
+from PySide6.QtWidgets import QLabel
+
+
+def new_window(qtbot, settings_file):
+    from simclr_studio.gui.app import build_window, create_app
+
+    create_app()
+    win = build_window(QSettings(str(settings_file), QSettings.Format.IniFormat))
+    qtbot.addWidget(win)
+    return win
+
+
+def test_the_next_start_reopens_size_folder_and_run(qtbot, tmp_path, monkeypatch):
+    from simclr_studio.config import RunConfig
+    from simclr_studio.train import Trainer
+
+    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=4, size=16)
+    settings = tmp_path / "settings.ini"
+    win = new_window(qtbot, settings)
+    assert win.reopen_last() is None  # a first start: nothing to reopen
+    win.show()
+    win.resize(900, 640)
+    win.open_folder(folder)
+    qtbot.waitUntil(lambda: win.scan is not None, timeout=10_000)
+    saved = win.saveGeometry()
+    win.close()
+    # The size and place are given back to Qt (which fits them to the screen: offscreen, 800 x 600).
+    restored = []
+    from simclr_studio.gui.main_window import MainWindow
+
+    monkeypatch.setattr(MainWindow, "restoreGeometry", lambda self, geometry: restored.append(bytes(geometry)))
+    again = new_window(qtbot, settings)
+    assert restored == [bytes(saved)]
+    assert again.reopen_last() == str(folder)
+    qtbot.waitUntil(lambda: again.scan is not None and again.scan.root == str(folder), timeout=10_000)
+    # A run shown when the window closed comes back with its folder.
+    run = tmp_path / "run"
+    cfg = RunConfig(data_dir=str(folder), backbone="tiny-cnn", image_size=16, batch_size=4, epochs=1, device="cpu",
+                    eval_every=0)
+    assert Trainer(cfg, run).run() == "completed"
+    again.open_run(run)
+    again.close()
+    third = new_window(qtbot, settings)
+    assert third.reopen_last() == str(run)
+    assert third.train_panel.current_run_dir() == run
+    qtbot.waitUntil(lambda: third.scan is not None and third.scan.root == str(folder), timeout=10_000)
+    # A run folder deleted since is skipped: the folder is opened instead.
+    import shutil
+
+    third.close()
+    shutil.rmtree(run)
+    fourth = new_window(qtbot, settings)
+    assert fourth.reopen_last() == str(folder)
+
+
+def test_help_lists_the_shortcuts_and_shows_the_user_guide(qtbot, tmp_path):
+    from PySide6.QtGui import QKeySequence
+
+    win = new_window(qtbot, tmp_path / "settings.ini")
+    help_menu = next(a.menu() for a in win.menuBar().actions() if a.text() == "&Help")
+    names = [a.text() for a in help_menu.actions()]
+    assert "&User Guide" in names and "&Keyboard Shortcuts" in names
+    win.show_shortcuts()
+    table = win.shortcuts_dialog.findChild(QLabel).text()
+    for keys in ("Ctrl+E", "Ctrl+R", "Shift+drag", "Ctrl+drag"):
+        assert keys in table
+    assert QKeySequence(QKeySequence.StandardKey.Back).toString(QKeySequence.SequenceFormat.NativeText) in table
+    win.show_user_guide()
+    text = win.user_guide.browser.toPlainText()
+    assert "SIMCLR Studio" in text and "Keyboard" not in text[:0] and "Quick start" in text
+    assert "```" not in text  # rendered as Markdown, not shown as source

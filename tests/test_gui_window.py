@@ -79,3 +79,39 @@ def test_help_lists_the_shortcuts_and_shows_the_user_guide(qtbot, tmp_path):
     text = win.user_guide.browser.toPlainText()
     assert "SIMCLR Studio" in text and "Keyboard" not in text[:0] and "Quick start" in text
     assert "```" not in text  # rendered as Markdown, not shown as source
+
+
+def test_dark_theme_check_boxes_and_current_tab_are_visible(qtbot):
+    """Unchecked boxes were nearly invisible on the dark theme (Fusion outlines them a shade darker
+    than the window): their outline must stand out from the background."""
+    from PySide6.QtGui import QColor, QPalette
+    from PySide6.QtWidgets import QApplication, QCheckBox
+
+    from simclr_studio.gui.app import create_app
+    from simclr_studio.gui.theme import apply_theme
+
+    create_app()
+    try:
+        apply_theme("dark")
+        box = QCheckBox("a choice")
+        qtbot.addWidget(box)
+        box.resize(120, 24)
+        image = box.grab().toImage()
+        window = QApplication.palette().color(QPalette.ColorRole.Window).lightness()
+        indicator = [QColor(image.pixel(x, y)).lightness() for x in range(0, 20) for y in range(0, image.height())]
+        assert max(indicator) - window > 60, (window, max(indicator))
+        sheet = QApplication.instance().styleSheet()
+        assert "QTabBar::tab:selected" in sheet and "border-bottom: 3px solid #2b6fd9" in sheet
+    finally:
+        apply_theme("light")
+
+
+def test_the_map_legend_is_above_the_points_and_readable(qtbot):
+    from simclr_studio.gui.map_view import MapView
+
+    view = MapView()
+    qtbot.addWidget(view)
+    assert view.legend.zValue() > max(item.zValue() for item in (view.focus_item, view.neighbour_item))
+    assert view.legend.opts["labelTextColor"].lightness() < 60  # dark ink on the light theme
+    view.apply_theme(True)
+    assert view.legend.opts["labelTextColor"].lightness() > 200

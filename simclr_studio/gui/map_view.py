@@ -141,6 +141,7 @@ class MapView(pg.PlotWidget):
         self.plotItem.hideAxis("bottom")
         self.plotItem.setMenuEnabled(False)
         self.legend = self.plotItem.addLegend(offset=(8, 8), labelTextSize="9pt")
+        self.legend.setZValue(1000)  # above every point layer: the points were drawn over the entries
         self.coords = np.zeros((0, 2), np.float32)
         self._marks: tuple = (None, (), ())  # what mark() was last told, kept when the points move
         self.groups: list[MapPoints] = []
@@ -162,10 +163,15 @@ class MapView(pg.PlotWidget):
         self.hover.hide()
         self._loads = Workers(self, QThreadPool.globalInstance())
         self.point_hovered.connect(self._preview)
+        self.apply_theme(False)
 
     def apply_theme(self, dark: bool) -> None:
         self.dark = dark
         self.setBackground("#1e1f22" if dark else "w")
+        # The legend on a near-opaque card of the background, in full-contrast text (it was pale grey).
+        self.legend.setBrush(pg.mkBrush((30, 31, 34, 230) if dark else (255, 255, 255, 230)))
+        self.legend.setPen(pg.mkPen((90, 92, 98) if dark else (200, 200, 200)))
+        self.legend.setLabelTextColor((235, 235, 235) if dark else (20, 20, 20))
         ink = (235, 235, 235) if dark else (20, 20, 20)  # outlines that stand out from the background
         self.selection_item.setPen(pg.mkPen(ink, width=1))
         self.view.outline_pen(pg.mkPen(ink, width=1, style=Qt.PenStyle.DashLine))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QGroupBox,
@@ -19,7 +21,64 @@ from PySide6.QtWidgets import (
 )
 
 from simclr_studio.data import ScanResult
-from simclr_studio.gui.thumbnails import ThumbnailModel, ThumbnailView
+from simclr_studio.gui.thumbnails import ImagePreview, ThumbnailModel, ThumbnailView
+
+SKIPPED_SHOWN = 5000  # the full list is in the scan report; a table of millions helps nobody
+
+
+def counted(n: int, word: str) -> str:
+    """"1 file", "2 files": a count with its noun."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+class SkippedTable(QTableWidget):
+    """Skipped files and why. Both columns can be dragged; until the user does, the path column keeps
+    at least half the width (elided in the middle, so the folder's start and the file name both show),
+    more when the reasons are short. Each cell's tool tip holds the full path and the full reason."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(0, 2, parent)
+        self.setHorizontalHeaderLabels(["Skipped file", "Reason"])
+        self.verticalHeader().hide()
+        self.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.setWordWrap(False)
+        self.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        header.setMinimumSectionSize(60)
+        self.user_sized = False
+        self._fitting = False
+        self._reason_width = 0  # what the longest reason needs
+        header.sectionResized.connect(self._on_section_resized)
+
+    def set_files(self, root: str, skipped: list) -> None:
+        self.setRowCount(len(skipped))
+        for row, item in enumerate(skipped):
+            shown = os.path.relpath(item.path, root) if item.path.startswith(root) else item.path
+            tip = f"{item.path}\n{item.reason}"
+            for column, text in enumerate((shown, item.reason)):
+                cell = QTableWidgetItem(text)
+                cell.setToolTip(tip)
+                self.setItem(row, column, cell)
+        self._reason_width = self.sizeHintForColumn(1)
+        self._fit()
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit()
+
+    def _fit(self) -> None:
+        if self.user_sized:
+            return
+        self._fitting = True
+        width = self.viewport().width()
+        self.setColumnWidth(0, max(120, width // 2, width - self._reason_width))
+        self._fitting = False
+
+    def _on_section_resized(self, index: int, old: int, new: int) -> None:
+        if index == 0 and not self._fitting:
+            self.user_sized = True  # the user's width stays
 
 
 class DataPanel(QWidget):
@@ -84,6 +143,10 @@ class DataPanel(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.clicked.connect(self.cancel_scan_requested)
         scan_layout.addWidget(self.cancel_button, alignment=Qt.AlignmentFlag.AlignCenter)
+        self.back_button = QPushButton("Back")  # after a failed scan: to what was open before
+        self.back_button.clicked.connect(self.show_previous)
+        self.back_button.hide()
+        scan_layout.addWidget(self.back_button, alignment=Qt.AlignmentFlag.AlignCenter)
         scan_layout.addStretch()
 
         # Loaded state.
@@ -96,14 +159,24 @@ class DataPanel(QWidget):
         self.classes.verticalHeader().hide()
         self.classes.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
         self.classes.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.skipped = QTableWidget(0, 2)
-        self.skipped.setHorizontalHeaderLabels(["Skipped file", "Reason"])
-        self.skipped.verticalHeader().hide()
-        self.skipped.horizontalHeader().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        self.skipped.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
-        self.skipped.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        # A click on a class shows only its images; "Show all" brings the rest back.
+        self.classes.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.classes.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
+        self.classes.itemSelectionChanged.connect(self._on_class_selected)
+        self.classes.setToolTip("Click a class to show only its images")
+        self.filter_label = QLabel()
+        self.show_all_button = QPushButton("Show all")
+        self.show_all_button.clicked.connect(self.classes.clearSelection)
+        filter_row = QHBoxLayout()
+        filter_row.addWidget(self.filter_label, 1)
+        filter_row.addWidget(self.show_all_button)
+        self.filter_label.hide()
+        self.show_all_button.hide()
+        self.skipped = SkippedTable()
         self.classes_box = QGroupBox("Classes")
-        QVBoxLayout(self.classes_box).addWidget(self.classes)
+        classes_layout = QVBoxLayout(self.classes_box)
+        classes_layout.addWidget(self.classes)
+        classes_layout.addLayout(filter_row)
         self.skipped_box = QGroupBox("Skipped files")
         QVBoxLayout(self.skipped_box).addWidget(self.skipped)
         side = QWidget()
@@ -115,12 +188,15 @@ class DataPanel(QWidget):
         self.model = ThumbnailModel(self)
         self.grid = ThumbnailView()
         self.grid.setModel(self.model)
+        self.grid.doubleClicked.connect(self.open_preview)
+        self.preview: ImagePreview | None = None
+        self._names: list[str] = []  # each image's class name ("" unlabeled), for the class filter
         splitter = QSplitter()
         splitter.addWidget(side)
         splitter.addWidget(self.grid)
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
-        splitter.setSizes([300, 800])
+        splitter.setSizes([380, 720])  # room for the skipped files' two columns
         QVBoxLayout(loaded).addWidget(splitter)
 
         for page in (empty, scanning, loaded):
@@ -131,10 +207,29 @@ class DataPanel(QWidget):
 
     def show_scanning(self, folder: str) -> None:
         self.scan_label.setText(f"Scanning {folder}…")
+        self.scan_bar.show()
+        self.cancel_button.show()
+        self.back_button.hide()
         self.stack.setCurrentIndex(1)
 
     def scan_progress(self, count: int, total: int = 0) -> None:
-        self.scan_label.setText(f"Scanning… {count:,} files")
+        # The walk reports files seen; its last report (total > 0) the images found, then a sample is read.
+        text = f"Found {counted(total, 'image')}; reading a few…" if total else f"Scanning… {counted(count, 'file')}"
+        self.scan_label.setText(text)
+
+    def show_scan_failed(self, message: str) -> None:
+        """The scan ended in an error: say so where its progress was, and offer the way back."""
+        self.scan_label.setText(f"<b>The scan failed</b><br>{message}")
+        self.scan_bar.hide()
+        self.cancel_button.hide()
+        self.back_button.show()
+        self.stack.setCurrentIndex(1)
+
+    def show_previous(self) -> None:
+        if self.scan is not None:
+            self.stack.setCurrentIndex(2)
+        else:
+            self.show_empty()
 
     def show_empty(self) -> None:
         self.stack.setCurrentIndex(0)
@@ -142,25 +237,55 @@ class DataPanel(QWidget):
     def show_scan(self, scan: ScanResult) -> None:
         self.scan = scan
         labeled = scan.labeled
-        text = f"<b>{len(scan):,} images</b> in <code>{scan.root}</code><br>"
-        text += (f"{len(scan.classes)} classes from subfolders" if labeled else "no class subfolders: unlabeled")
+        text = f"<b>{counted(len(scan), 'image')}</b> in <code>{scan.root}</code><br>"
+        text += (f"{len(scan.classes):,} classes from subfolders" if labeled  # labeled: two or more
+                 else "no class subfolders: unlabeled")
         if scan.skipped:
-            text += f"<br>{len(scan.skipped):,} files skipped"
+            text += f"<br>{counted(len(scan.skipped), 'file')} skipped"
         self.summary.setText(text)
         counts = scan.class_counts() if labeled else {}
+        self.classes.blockSignals(True)  # a new folder shows all its images
+        self.classes.clearSelection()
         self.classes.setRowCount(len(counts))
         for row, (name, count) in enumerate(counts.items()):
             self.classes.setItem(row, 0, QTableWidgetItem(name))
             item = QTableWidgetItem(f"{count:,}")
             item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             self.classes.setItem(row, 1, item)
+        self.classes.blockSignals(False)
         self.classes_box.setVisible(labeled)
-        shown = scan.skipped[:5000]  # the full list is in the scan report; a table of millions helps nobody
-        self.skipped.setRowCount(len(shown))
-        for row, skipped in enumerate(shown):
-            self.skipped.setItem(row, 0, QTableWidgetItem(skipped.path))
-            self.skipped.setItem(row, 1, QTableWidgetItem(skipped.reason))
+        self.skipped.set_files(scan.root, scan.skipped[:SKIPPED_SHOWN])
+        self.skipped_box.setTitle("Skipped files" if len(scan.skipped) <= SKIPPED_SHOWN
+                                  else f"Skipped files (the first {SKIPPED_SHOWN:,})")
         self.skipped_box.setVisible(bool(scan.skipped))
-        names = [scan.classes[label] if label >= 0 else "" for label in scan.labels] if labeled else None
-        self.model.set_images(scan.paths, names)
+        self._names = [scan.classes[label] if label >= 0 else "" for label in scan.labels] if labeled else []
+        self._show_class(None)
         self.stack.setCurrentIndex(2)
+
+    def _on_class_selected(self) -> None:
+        rows = self.classes.selectionModel().selectedRows()
+        self._show_class(self.classes.item(rows[0].row(), 0).text() if rows else None)
+
+    def _show_class(self, name: str | None) -> None:
+        """The grid shows the images of class ``name``, or all of them."""
+        scan = self.scan
+        if scan is None:
+            return
+        if name is None:
+            self.model.set_images(scan.paths, self._names or None)
+        else:
+            keep = [i for i, label in enumerate(self._names) if label == name]
+            self.model.set_images([scan.paths[i] for i in keep], [name] * len(keep))
+            self.filter_label.setText(f"Showing {name}: {counted(len(keep), 'image')} of {len(scan):,}")
+        self.filter_label.setVisible(name is not None)
+        self.show_all_button.setVisible(name is not None)
+
+    def open_preview(self, index) -> None:
+        """A larger view of a thumbnail that was double-clicked."""
+        row = index.row()
+        if not index.isValid() or row >= len(self.model.paths):
+            return
+        if self.preview is not None:
+            self.preview.close()
+        self.preview = ImagePreview(self.model.paths[row], self.model.labels[row], self)
+        self.preview.show()

@@ -8,7 +8,7 @@ from collections import OrderedDict
 import numpy as np
 from PySide6.QtCore import QAbstractListModel, QModelIndex, QObject, QRect, QSize, Qt, QThreadPool
 from PySide6.QtGui import QColor, QImage, QPixmap
-from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate
+from PySide6.QtWidgets import QDialog, QLabel, QListView, QStyle, QStyledItemDelegate, QVBoxLayout
 
 from simclr_studio.data import decode_image
 from simclr_studio.gui.workers import Throttle, Workers, plain
@@ -159,3 +159,41 @@ class ThumbnailView(QListView):
         self.setItemDelegate(ThumbnailDelegate(self))
         self.setSpacing(2)
         self.setSelectionMode(QListView.SelectionMode.ExtendedSelection)
+
+
+PREVIEW = 640  # the preview's longer side: small images are enlarged with sharp pixels, large ones shrunk
+
+
+class ImagePreview(QDialog):
+    """One image, larger, with its path and class: the whole image, decoded in the background by the
+    same guarded decode as training (a huge file does not freeze the window)."""
+
+    def __init__(self, path: str, label: str = "", parent=None):
+        super().__init__(parent)
+        self.setWindowTitle(path.rsplit("/", 1)[-1])
+        self.image = QLabel("Loading…")
+        self.image.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.image.setMinimumSize(PREVIEW // 2, PREVIEW // 2)
+        self.caption = QLabel(path + (f"\n{label}" if label else ""))
+        self.caption.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.caption.setWordWrap(True)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.image, 1)
+        layout.addWidget(self.caption)
+        self.loads = Workers(self)
+        self.loads.start("image", plain(lambda: array_to_qimage(decode_image(path, None))),
+                         on_result=self._on_loaded, on_error=lambda message: self.image.setText(message))
+
+    def _on_loaded(self, image: QImage) -> None:
+        w, h = image.width(), image.height()
+        room = self.screen().availableGeometry()  # adjustSize keeps a window within 2/3 of the screen
+        scale = min(PREVIEW, room.width() * 0.6, room.height() * 0.6 - 60) / max(w, h)
+        mode = Qt.TransformationMode.FastTransformation if scale > 1 else Qt.TransformationMode.SmoothTransformation
+        self.image.setPixmap(QPixmap.fromImage(image.scaled(max(1, round(w * scale)), max(1, round(h * scale)),
+                                                            Qt.AspectRatioMode.KeepAspectRatio, mode)))
+        self.caption.setText(f"{self.caption.text()}\n{w} × {h} pixels")
+        self.adjustSize()  # grow around the image (the dialog opened at the placeholder's size)
+
+    def closeEvent(self, event) -> None:
+        self.loads.cancel_all()
+        super().closeEvent(event)

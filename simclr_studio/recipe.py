@@ -73,6 +73,9 @@ def suggest(facts: FolderFacts, device_type: str = "cpu", minutes: float | None 
         batch //= 2  # at least a few steps per epoch on small folders
     reasons["batch_size"] = (f"batch {batch}" + (": halved from 256 until the folder gives four steps per epoch"
                                                   if batch < 256 else ""))
+    if 2 <= facts.n_images < batch:  # a folder of fewer than 16 images: one batch of all of them
+        batch = facts.n_images
+        reasons["batch_size"] = f"batch {batch}: every image of the folder in one batch"
 
     if gpu:
         optimizer, lr, weight_decay = "lars", 0.075 * math.sqrt(batch), 1e-6

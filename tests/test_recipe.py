@@ -43,6 +43,16 @@ def test_small_folders_get_batches_that_leave_several_steps():
     assert cfg.batch_size <= 25 and cfg.batch_size >= 16
 
 
+def test_folders_under_sixteen_images_get_a_batch_training_accepts():
+    from simclr_studio.batches import BatchSource
+
+    for n in (2, 6, 15):
+        cfg = suggest(FolderFacts(n, 32), "cpu").config
+        assert cfg.batch_size == n
+        BatchSource.check_batch_size(n, cfg.batch_size)  # raises when training would refuse it
+    assert suggest(FolderFacts(16, 32), "cpu").config.batch_size == 16
+
+
 def test_an_explicit_image_size_wins():
     assert suggest(FolderFacts(1000, 200), "cpu", image_size=48).config.image_size == 48
 

@@ -138,3 +138,17 @@ def test_a_failed_scan_says_so_on_the_tab(window, qtbot, tmp_path, monkeypatch):
     assert panel.scan_bar.isVisible() and panel.cancel_button.isVisible() and not panel.back_button.isVisible()
     qtbot.waitUntil(lambda: window.scan is not None, timeout=10_000)
     assert panel.stack.currentIndex() == 2
+
+
+def test_the_welcome_page_lists_recent_folders_and_runs(panel, qtbot):
+    paths = ["/data/holiday photos", "/runs/run #2 (50%)", "/a", "/b", "/c", "/d"]
+    assert not panel.recent.isVisibleTo(panel)  # nothing yet: no empty heading
+    panel.set_recent(paths)
+    assert panel.recent.isVisibleTo(panel)
+    text = panel.recent.text()
+    assert "holiday photos" in text and "href='/d'" not in text  # the five newest
+    with qtbot.waitSignal(panel.recent_requested) as asked:
+        panel.recent.linkActivated.emit(text.split("href='")[2].split("'")[0])
+    assert asked.args == ["/runs/run #2 (50%)"]  # names with spaces, '#', '%' come back whole
+    panel.set_recent([])
+    assert not panel.recent.isVisibleTo(panel)

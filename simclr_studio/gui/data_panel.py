@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import html
 import os
+from pathlib import Path
+from urllib.parse import quote, unquote
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -23,6 +26,7 @@ from PySide6.QtWidgets import (
 from simclr_studio.data import ScanResult
 from simclr_studio.gui.thumbnails import ImagePreview, ThumbnailModel, ThumbnailView
 
+RECENT_SHOWN = 5  # recent folders and runs on the welcome page
 SKIPPED_SHOWN = 5000  # the full list is in the scan report; a table of millions helps nobody
 
 
@@ -84,6 +88,7 @@ class SkippedTable(QTableWidget):
 class DataPanel(QWidget):
     open_folder_requested = Signal()
     open_demo_requested = Signal()
+    recent_requested = Signal(str)  # a recent folder or run folder, to open again
     cancel_scan_requested = Signal()
 
     def __init__(self, parent=None):
@@ -121,12 +126,20 @@ class DataPanel(QWidget):
         buttons.addWidget(open_button)
         buttons.addWidget(demo_button)
         buttons.addStretch()
+        # Recent folders and runs (File ▸ Recent Folders' list), one click away.
+        self.recent = QLabel()
+        self.recent.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.recent.setTextFormat(Qt.TextFormat.RichText)
+        self.recent.linkActivated.connect(lambda link: self.recent_requested.emit(unquote(link)))
+        self.recent.hide()
         empty_layout = QVBoxLayout(empty)
         empty_layout.addStretch()
         empty_layout.addWidget(hint)
         empty_layout.addLayout(steps)
         empty_layout.addSpacing(12)
         empty_layout.addLayout(buttons)
+        empty_layout.addSpacing(12)
+        empty_layout.addWidget(self.recent)
         empty_layout.addStretch()
 
         # Scanning state.
@@ -204,6 +217,14 @@ class DataPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.stack)
+
+    def set_recent(self, paths: list[str]) -> None:
+        """The welcome page's list of recent folders and runs (the newest first; at most RECENT_SHOWN)."""
+        links = [f"<a href='{quote(p)}'>{html.escape(Path(p).name or p)}</a>"
+                 f" <span style='color:gray'>{html.escape(str(Path(p).parent))}</span>"
+                 for p in paths[:RECENT_SHOWN]]
+        self.recent.setText("<p><b>Recent</b></p>" + "<br>".join(links))
+        self.recent.setVisible(bool(links))
 
     def show_scanning(self, folder: str) -> None:
         self.scan_label.setText(f"Scanning {folder}…")

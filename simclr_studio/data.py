@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 import numpy as np
 import torch
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
+
+from simclr_studio.image_endings import ends_whole
 
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 # Refuse images larger than this many pixels (decompression bombs, and decodes that cost GBs of RAM:
@@ -140,56 +141,12 @@ def _pixel_limit_reason(im: Image.Image, max_pixels: int | None) -> str | None:
     return None
 
 
-_TAIL_BYTES = 1024  # an end marker behind a little padding is still in the last KiB
-# How a JPEG or PNG ends (the end marker; the IEND chunk and its constant CRC), and the marker to search.
-_ENDINGS = {"JPEG": (b"\xff\xd9", b"\xff\xd9"), "MPO": (b"\xff\xd9", b"\xff\xd9"), "PNG": (b"IEND\xaeB`\x82", b"IEND")}
-
-
-def _found_after(fp: IO[bytes], start: int, marker: bytes) -> bool:
-    fp.seek(start)
-    carry = b""
-    while block := fp.read(1 << 20):  # in chunks: a motion photo's video may be large
-        if marker in carry + block:
-            return True
-        carry = block[1 - len(marker):]
-    return False
-
-
-def _jpeg_data_start(fp: IO[bytes]) -> int:
-    """Where a JPEG's first scan begins (0 if its markers cannot be followed): an end marker before it
-    belongs to a header, such as the EXIF thumbnail of every camera photo."""
-    fp.seek(2)
-    for _ in range(1000):
-        head = fp.read(4)
-        if len(head) < 4 or head[0] != 0xFF:
-            return 0
-        if head[1] == 0xFF:  # a fill byte before the marker
-            fp.seek(-3, 1)
-        elif head[1] == 0xDA:  # start of scan: entropy-coded data follows its header
-            return fp.tell() - 2 + int.from_bytes(head[2:], "big")
-        else:
-            fp.seek(int.from_bytes(head[2:], "big") - 2, 1)
-    return 0
-
-
 def _truncation_reason(im: ImageFile.ImageFile, path: Path, size: int, max_pixels: int | None) -> str | None:
     """Why a JPEG or PNG whose header is fine is cut off, or None. Training's full decode rejects a file
     that ends before its image data (LOAD_TRUNCATED_IMAGES is False); this reads the file's last KiB."""
-    ending, marker = _ENDINGS.get(im.format or "", (b"", b""))
-    fp = im.fp
-    if not ending or not im.tile or fp is None:
-        return None
-    fp.seek(max(0, size - _TAIL_BYTES))
-    if fp.read().rstrip(b"\0").endswith(ending):  # the usual case, decided by one read
-        return None
-    if im.format != "PNG":
-        # libjpeg fails without the end marker, even with only the last byte missing; bytes appended
-        # after it (a phone's motion photo: a video) hide it from the tail, so search the whole image.
-        if _found_after(fp, _jpeg_data_start(fp), marker):
-            return None
-        return "truncated: the file ends before its image data (no JPEG end marker)"
-    if _found_after(fp, max(im.tile[0][2], size - _TAIL_BYTES), marker):
-        return None  # IEND followed by other bytes
+    whole = ends_whole(im, size)
+    if whole is not None:
+        return None if whole else "truncated: the file ends before its image data (no JPEG end marker)"
     try:  # PIL decodes a PNG cut just after its pixel data (no IEND): only a decode can tell (rare files)
         decode_image(path, 32, max_pixels=max_pixels)
     except DataError as exc:

@@ -109,6 +109,10 @@ class TrainSession:
         """A training process of this session has not ended yet (or its last events wait for poll)."""
         return self._child is not None
 
+    def child_pid(self) -> int | None:
+        """The training process's id while one runs (the app shows its CPU and memory), else None."""
+        return getattr(getattr(self._child, "_proc", None), "pid", None)
+
     def can_resume(self) -> bool:
         """The run shown has a checkpoint to continue from, and time left: a completed time-budgeted
         run keeps its plan, so it has nothing to resume (an epochs run may be lengthened)."""

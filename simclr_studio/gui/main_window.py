@@ -1,4 +1,4 @@
-"""The main window: Data, Augment, Train and Explore tabs, menus, drag-and-drop, recent folders."""
+"""The main window: Data, Augment, Train, Explore and Runs tabs, menus, drag-and-drop, recent folders."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from simclr_studio.gui.augment_panel import AugmentPanel
 from simclr_studio.gui.data_panel import DataPanel, counted
 from simclr_studio.gui.explore_panel import ExplorePanel
 from simclr_studio.gui.preferences import Preferences, PreferencesDialog
+from simclr_studio.gui.runs_panel import RunsPanel
 from simclr_studio.gui.theme import apply_theme
 from simclr_studio.gui.train_panel import TrainPanel
 from simclr_studio.gui.workers import ScanJob
@@ -57,6 +58,9 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.train_panel, "3 · Train")
         self.explore_panel = ExplorePanel()
         self.tabs.addTab(self.explore_panel, "4 · Explore")
+        self.runs_panel = RunsPanel(lambda: self.train_panel.runs_root, settings)  # follows the Preferences
+        self.runs_panel.open_run_requested.connect(self.open_run)
+        self.tabs.addTab(self.runs_panel, "5 · Runs")
         self.tabs.currentChanged.connect(self._on_tab)
         self.setCentralWidget(self.tabs)
         self._build_menus()

@@ -1,10 +1,14 @@
-"""How long a run trains: a time budget in minutes or a number of epochs."""
+"""How long a run trains: a time budget in minutes or a number of epochs; and, before Start, how long
+the chosen settings will take and whether the images fit the RAM cache (``session.estimate``)."""
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QSpinBox, QWidget
+import psutil
+from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
 from simclr_studio.config import RunConfig
+from simclr_studio.gui.workers import Throttle, Workers
+from simclr_studio.session.estimate import StepSpeed, cache_plan, estimate_run, measure_step_seconds, speed_key
 
 MINUTES, EPOCHS = "Minutes", "Epochs"
 # The budget offered for a new folder until the user types one: a coffee break on a CPU, longer on a GPU.
@@ -80,3 +84,65 @@ class RunLength(QWidget):
         self.mode.setEnabled(not locked and not resuming)
         self.minutes.setEnabled(not locked and not resuming)
         self.epochs.setEnabled(not locked and not (resuming and self.is_minutes()))
+
+
+class RunEstimate(QLabel):
+    """The run's time and its images' place (RAM cache or disk) for the settings shown. The speed of a
+    config is measured once, in the background (a newer request cancels an older one), and kept."""
+
+    SETTLE_MS = 400  # a measure starts once the settings stopped changing for this long
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setObjectName("muted")
+        self.setWordWrap(True)
+        self.hide()
+        self.speeds: dict[tuple, StepSpeed | str] = {}  # by speed_key: a measured speed, or why none
+        self._workers = Workers(self)
+        self._request: tuple[RunConfig, int, int, int] | None = None  # (config, images, typical side, processes)
+        self._measure_later = Throttle(self._measure, self.SETTLE_MS, debounce=True, parent=self)
+
+    def show_for(self, cfg: RunConfig, n_images: int, typical_side: int, nproc: int = 1) -> None:
+        """Estimate ``cfg`` on ``n_images`` (of ``typical_side`` px) in ``nproc`` processes: at once from
+        what is known, then again when the speed has been measured."""
+        self._request = (cfg, n_images, typical_side, nproc)
+        key = speed_key(cfg, nproc)
+        if key not in self.speeds:
+            self._workers.cancel("speed")
+            self._measure_later(key)
+        self._render()
+        self.show()
+
+    def clear(self) -> None:
+        """Nothing to estimate (no folder, or a run shown): hide, and measure nothing."""
+        self._request = None
+        self._measure_later.cancel()
+        self._workers.cancel_all()
+        self.hide()
+
+    def measuring(self) -> bool:
+        return "speed" in self._workers
+
+    def _measure(self, key: tuple) -> None:
+        if self._request is None or speed_key(self._request[0], self._request[3]) != key:
+            return  # the settings moved on
+        cfg = self._request[0]
+
+        def done(value: StepSpeed | str) -> None:
+            self.speeds[key] = value
+            self._render()
+
+        self._workers.start("speed", lambda progress, should_stop: measure_step_seconds(cfg, should_stop=should_stop),
+                            on_result=done, on_error=lambda message: done(f"speed not measured: {message}"))
+
+    def _render(self) -> None:
+        if self._request is None:
+            return
+        cfg, n_images, side, nproc = self._request
+        speed = self.speeds.get(speed_key(cfg, nproc))
+        estimate = estimate_run(cfg, n_images, nproc, speed if isinstance(speed, StepSpeed) else None)
+        text = estimate.text()
+        if isinstance(speed, str):
+            text = text.replace(": measuring the speed…", f" ({speed})")
+        cache = cache_plan(cfg, n_images, side, nproc, psutil.virtual_memory().available)
+        self.setText(f"{text}\n{cache.text()}")

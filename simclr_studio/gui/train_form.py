@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
@@ -25,7 +26,9 @@ from simclr_studio.gui.run_length import RunLength
 
 class TrainForm(QGroupBox):
     """Shows a RunConfig and builds one from what the user set. ``runs_root`` is where the run
-    folder browser opens."""
+    folder browser opens. ``settings_changed`` says that a field that changes what the run costs changed."""
+
+    settings_changed = Signal()
 
     def __init__(self, runs_root: Path, parent: QWidget | None = None):
         super().__init__("Run settings", parent)
@@ -85,6 +88,10 @@ class TrainForm(QGroupBox):
                        self.lr, self.temperature, self.seed]
         self._weight_decay: tuple[str, float | None] = ("", None)  # (optimizer, wd) of the loaded config
         self._lr: float | None = None  # the loaded config's lr, of which the field shows 5 decimals
+        for signal in (self.backbone.currentTextChanged, self.image_size.valueChanged, self.batch_size.valueChanged,
+                       self.length.mode.currentTextChanged, self.minutes.valueChanged, self.epochs.valueChanged,
+                       self.optimizer.currentTextChanged, self.device.currentIndexChanged):
+            signal.connect(self.settings_changed)
 
     def load_config(self, cfg: RunConfig, reasons: dict[str, str] | None = None) -> None:
         """Show a config; ``reasons`` (the recipe's, by setting) become the fields' tool tips."""

@@ -1,5 +1,5 @@
-"""The Train tab: a view of a TrainSession — the run's settings, Start / Pause / Stop, live curves,
-progress and a log.
+"""The Train tab: a view of a TrainSession — the run's settings with the run's estimated time, Start /
+Pause / Stop, live curves, progress, the machine's load and a log; a desktop notification when a run ends.
 
 The session holds the run and its state; this widget shows them. A timer polls the session ~15 times
 a second while it trains or follows a run, and renders what changed.
@@ -29,7 +29,9 @@ from PySide6.QtWidgets import (
 from simclr_studio.config import AugmentConfig, RunConfig
 from simclr_studio.device import available_devices
 from simclr_studio.events import PrepareProgress
-from simclr_studio.gui.run_length import MINUTES, default_minutes
+from simclr_studio.gui import notifications
+from simclr_studio.gui.machine_monitor import MachineMonitor
+from simclr_studio.gui.run_length import MINUTES, RunEstimate, default_minutes
 from simclr_studio.gui.train_form import TrainForm
 from simclr_studio.gui.train_plots import TrainPlots
 from simclr_studio.gui.workers import UI_INTERVAL_MS
@@ -56,6 +58,7 @@ class TrainPanel(QWidget):
         self._posted: str | None = None  # the last status this panel put in the window's status bar
         self._shown_running: bool | None = None
         self._shown_locked: bool | None = None
+        self._typical_side = 64  # of the open folder's images (the RAM cache's layout depends on it)
         self._poll_timer = QTimer(self)
         self._poll_timer.setInterval(UI_INTERVAL_MS)  # text and progress follow the run, however fast it steps
         self._poll_timer.timeout.connect(self.refresh)
@@ -95,9 +98,13 @@ class TrainPanel(QWidget):
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
+        self.estimate = RunEstimate()  # before Start: how long the settings take, and the RAM cache
+        self.machine = MachineMonitor()  # while training: CPU, RAM (and GPU) of the machine and the run
         left_layout.addWidget(self.form)
+        left_layout.addWidget(self.estimate)
         left_layout.addLayout(buttons)
-        for widget in (self.next_label, self.new_button, self.error_banner, self.progress, self.progress_label):
+        for widget in (self.next_label, self.new_button, self.error_banner, self.progress, self.progress_label,
+                       self.machine):
             left_layout.addWidget(widget)
         left_layout.addStretch()
         # A fixed width: the progress text changes length every update, and a column that followed it
@@ -126,6 +133,7 @@ class TrainPanel(QWidget):
         self.form.epochs.setValue(RunConfig.suggested(1000, 32, "cpu").epochs)
         self.form.batch_size.valueChanged.connect(self._render_state)
         self.form.device.currentIndexChanged.connect(self._render_state)
+        self.form.settings_changed.connect(self._update_estimate)
 
     def apply_theme(self, dark: bool) -> None:
         self.plots.apply_theme(dark)
@@ -141,6 +149,7 @@ class TrainPanel(QWidget):
         if self.session.is_running():
             return
         length = self.form.length
+        self._typical_side = typical_side
         device = available_devices()[0].split(":")[0]
         suggestion = self.session.suggest(data_dir, n_images, typical_side, grayscale, device,
                                           length.user_minutes or default_minutes(device))
@@ -240,6 +249,15 @@ class TrainPanel(QWidget):
     def _show_new_run(self) -> None:
         self.form.run_dir_edit.setText(str(new_run_dir(self.runs_root, self.session.data_dir)))
         self.refresh()
+        self._update_estimate()
+
+    def _update_estimate(self, *_) -> None:
+        """Before Start, on a folder of known size: the run's time and RAM cache for the settings shown."""
+        session = self.session
+        if session.state in ("ready", "finished") and session.n_images and session.data_dir:
+            self.estimate.show_for(self.config(), session.n_images, self._typical_side, self.form.device_choice()[1])
+        else:
+            self.estimate.clear()
 
     # ---- opening a run folder -----------------------------------------------------------------------
     def open_run(self, run_dir: str | Path) -> RunState:
@@ -274,6 +292,8 @@ class TrainPanel(QWidget):
         if update.errors:
             self._show_banner(update.errors[-1])
         if update.ended:
+            notifications.run_ended(update.ended, self.session.run_dir, self.session.history,
+                                    self.error_banner.text() if not self.error_banner.isHidden() else None)
             hint = self.session.next_step()
             if hint:
                 self.append_log(hint)
@@ -308,9 +328,11 @@ class TrainPanel(QWidget):
         problem = (session.batch_problem(self.form.batch_size.value(), self.form.device_choice()[1])
                    if state in ("ready", "finished") else None)
         shown = (state, session.can_resume(), bool(session.data_dir), problem)
+        self.machine.follow(state in ACTIVE, session.child_pid())
         if shown == self._shown:
             return
         self._shown = shown
+        self._update_estimate()
         self.form.show_batch_problem(problem)
         hint = session.next_step()
         self.next_label.setText(hint or "")

@@ -93,6 +93,7 @@ class RunsCompare(QWidget):
         split.addWidget(diff_box)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
+        split.setSizes([900, 320])  # room for a few runs' values beside the plots
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addLayout(bar)

@@ -95,6 +95,7 @@ class RunsPanel(QWidget):
         self.table.setSelectionMode(QTableWidget.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().setVisible(False)
+        self.table.setWordWrap(False)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.table.horizontalHeader().setStretchLastSection(True)
         self.table.setToolTip("Tick runs to compare them below; double-click a run to open it in the Train tab")
@@ -113,6 +114,7 @@ class RunsPanel(QWidget):
         split.addWidget(self.compare)
         split.setStretchFactor(0, 1)
         split.setStretchFactor(1, 2)
+        split.setSizes([300, 500])  # the table shows several runs; the plots keep the most room
         layout = QVBoxLayout(self)
         layout.addWidget(split)
 
@@ -155,6 +157,8 @@ class RunsPanel(QWidget):
         self.status.setText(f"Cannot read the runs: {message}")
 
     def show_summaries(self, summaries: list[RunSummary]) -> None:
+        if summaries == self.summaries and self.table.rowCount() == len(summaries):
+            return  # nothing changed: the table (its scroll, the tool tip under the mouse) stays put
         selected = self.selected_run()
         self.summaries = summaries
         paths = {s.path for s in summaries}
@@ -181,6 +185,7 @@ class RunsPanel(QWidget):
             if selected == s.path:
                 self.table.selectRow(row)
         self._filling = False
+        self.table.resizeColumnsToContents()
         self.status.setText(f"{len(summaries)} run{'' if len(summaries) == 1 else 's'} in {self.runs_root()}"
                             + (f" and {len(self.added_folders())} added" if self.added_folders() else ""))
         self.compare.set_runs(self.ticked)

@@ -153,6 +153,7 @@ class RunConfig:
     cache_ram_gb: float = 4.0  # decode everything once into RAM when it fits this budget
     eval_every: int = 1  # online kNN accuracy every N epochs when labels exist (0: never)
     keep_checkpoints: int = 3  # per-epoch checkpoints kept besides last.pt
+    tensorboard: bool = False  # also write TensorBoard event files to RUN_DIR/tensorboard/ (rank 0)
     # Images with more pixels are skipped (listed with the reason). None: data.MAX_IMAGE_PIXELS (64 MP).
     # A PNG or TIFF is decoded at full size (4 bytes a pixel with alpha) before it is shrunk.
     max_image_pixels: int | None = None

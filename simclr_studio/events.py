@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from simclr_studio.tensorboard_log import TENSORBOARD_DIR, TensorBoardLog
+
 
 @dataclass
 class Event:
@@ -162,20 +164,26 @@ class EventLog:
     """Appends events to events.jsonl; each line is flushed so followers see it at once. A half-written
     last line left by a killed writer is cut off first (``repair_last_line``)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, tensorboard: bool = False):
+        """``tensorboard``: the same progress also as TensorBoard scalars in the run folder's tensorboard/."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         repair_last_line(self.path)
         self._file = open(self.path, "a", encoding="utf-8")
+        self._tensorboard = TensorBoardLog(self.path.parent / TENSORBOARD_DIR) if tensorboard else None
 
     def write(self, event: Event) -> None:
         if event.kind == "prepare":  # transient progress: not worth keeping
             return
         self._file.write(json.dumps(event.to_dict()) + "\n")
         self._file.flush()
+        if self._tensorboard is not None:
+            self._tensorboard.write(event)
 
     def close(self) -> None:
         self._file.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
 
 
 def repair_last_line(path: Path) -> bool:

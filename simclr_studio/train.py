@@ -138,7 +138,7 @@ class Trainer:
             return self.status
         try:
             if self.is_main:
-                self._log = EventLog(self.folder.events_file)
+                self._log = EventLog(self.folder.events_file, tensorboard=self.cfg.tensorboard)
                 self._clean_leftovers()
             self.status = self._run()
         except InterruptedError:

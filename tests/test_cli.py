@@ -322,3 +322,20 @@ def test_the_command_line_never_loads_the_app():
             "print(bad)\nsys.exit(1 if bad else 0)\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_tensorboard_flag_and_config_field(tmp_path, image_folder):
+    """--tensorboard turns the option on; a config file's "tensorboard": true does too without the flag."""
+    from simclr_studio.cli.parser import parse_args
+    from simclr_studio.cli.train import run_config
+
+    out = tmp_path / "r"
+    args = parse_args(["train", str(image_folder), "--out", str(out), "--epochs", "1", "--tensorboard"])
+    assert args.tensorboard is True and "tensorboard" in args.given
+    assert run_config(args, out)[0].tensorboard is True
+    plain = parse_args(["train", str(image_folder), "--out", str(out), "--epochs", "1"])
+    assert plain.tensorboard is None and run_config(plain, out)[0].tensorboard is False
+    config = saved_config(tmp_path / "c.json", data_dir=str(image_folder), tensorboard=True)
+    from_file = parse_args(["train", "--out", str(out), "--config", str(config)])
+    assert run_config(from_file, out)[0].tensorboard is True
+    assert "--tensorboard" in {s for a in train_parser()._actions for s in a.option_strings}

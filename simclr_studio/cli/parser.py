@@ -17,7 +17,7 @@ from simclr_studio import __version__
 
 # Flags that are RunConfig fields of the same name: a config file gives their defaults.
 RUN_SETTINGS = ("epochs", "minutes", "batch_size", "backbone", "image_size", "weights", "optimizer", "lr",
-                "temperature", "seed", "device", "num_workers")
+                "temperature", "seed", "device", "num_workers", "tensorboard")
 
 
 class Given(argparse.Action):
@@ -27,6 +27,18 @@ class Given(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
         setattr(namespace, self.dest, values)
+        namespace.given = frozenset(getattr(namespace, "given", frozenset())) | {self.dest}
+
+
+class GivenTrue(Given):
+    """An on/off flag noted in ``given``; its default stays None so that a config file's value shows through."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: str | Sequence[Any] | None, option_string: str | None = None) -> None:
+        setattr(namespace, self.dest, True)
         namespace.given = frozenset(getattr(namespace, "given", frozenset())) | {self.dest}
 
 
@@ -142,6 +154,10 @@ def add_train_parser(sub: Subparsers, defaults: dict[str, Any]) -> None:
                              "to RUN_DIR.old-DATE-TIME, never deleted")
     output.add_argument("--quiet", action="store_true", help="no progress bars")
     output.add_argument("--link", action="store_true", help=argparse.SUPPRESS)  # the app's link: see training_link
+    monitoring = t.add_argument_group("monitoring")
+    monitoring.add_argument("--tensorboard", action=GivenTrue,
+                            help="also write TensorBoard event files to RUN_DIR/tensorboard/ "
+                                 "(view them with: tensorboard --logdir RUN_DIR)")
     t.set_defaults(func=cmd_train, given=frozenset(), **defaults)
 
 

@@ -115,3 +115,39 @@ def test_the_map_legend_is_above_the_points_and_readable(qtbot):
     assert view.legend.opts["labelTextColor"].lightness() < 60  # dark ink on the light theme
     view.apply_theme(True)
     assert view.legend.opts["labelTextColor"].lightness() > 200
+
+
+def test_the_welcome_page_reopens_a_recent_folder(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    folder = make_image_folder(tmp_path / "my images", classes=2, per_class=3, size=16)
+    settings = tmp_path / "settings.ini"
+    win = new_window(qtbot, settings)
+    win.open_folder(folder)
+    qtbot.waitUntil(lambda: win.scan is not None, timeout=10_000)
+    win.close()
+    again = new_window(qtbot, settings)
+    link = again.data_panel.recent.text().split("href='")[1].split("'")[0]
+    assert "my images" in again.data_panel.recent.text()
+    again.data_panel.recent.linkActivated.emit(link)
+    qtbot.waitUntil(lambda: again.scan is not None and again.scan.root == str(folder), timeout=10_000)
+
+
+def test_the_run_shown_in_the_train_tab_is_not_renamed_or_deleted(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox
+
+    from simclr_studio.config import RunConfig
+    from simclr_studio.train import Trainer
+
+    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=4, size=16)
+    run = tmp_path / "runs" / "shown"
+    cfg = RunConfig(data_dir=str(folder), backbone="tiny-cnn", image_size=16, batch_size=4, epochs=1, device="cpu",
+                    eval_every=0)
+    assert Trainer(cfg, run).run() == "completed"
+    win = new_window(qtbot, tmp_path / "settings.ini")
+    win.open_run(run)
+    warned = []
+    monkeypatch.setattr(QMessageBox, "warning", lambda *a, **k: warned.append(a[2]))
+    assert win.runs_panel.rename(run, "other") is None and run.is_dir()
+    assert not win.runs_panel.ask_delete(run) and run.is_dir()
+    assert len(warned) == 2 and all("open in the Train tab" in w for w in warned)

@@ -48,6 +48,27 @@ class ShortcutsDialog(QDialog):
         layout.addWidget(buttons)
 
 
+def about_html(device: tuple[str, int] | None) -> str:
+    """Help ▸ About: the version, the training device chosen in the Train tab (``device``: its
+    (name, process count) choice) and the versions of what the app runs on."""
+    import platform
+
+    import PySide6
+    import sklearn
+    import torch
+
+    from simclr_studio import __version__
+    from simclr_studio.device import available_devices, describe, resolve_device
+
+    in_use = describe(resolve_device(device[0])) if device else describe(resolve_device("auto"))
+    if device and device[1] > 1:
+        in_use = f"{device[1]} GPUs (torchrun)"
+    return (f"<h3>SIMCLR Studio {__version__}</h3><p>SimCLR self-supervised training on your own images.</p>"
+            f"<p><b>Training device:</b> {in_use}<br><b>Devices found:</b> {', '.join(available_devices())}</p>"
+            f"<p>PyTorch {torch.__version__} · Qt {PySide6.QtCore.qVersion()} (PySide6 {PySide6.__version__}) · "
+            f"scikit-learn {sklearn.__version__} · Python {platform.python_version()}</p>")
+
+
 def readme_text() -> str:
     """The README: the checkout's file beside the package, else the installed package's description
     (pip stores the README there). Empty when neither is found."""

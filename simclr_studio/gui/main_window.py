@@ -8,7 +8,6 @@ from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QMainWindow, QMessageBox, QProgressDialog, QTabWidget
 
-from simclr_studio import __version__
 from simclr_studio.data import ScanResult
 from simclr_studio.gui.augment_panel import AugmentPanel
 from simclr_studio.gui.data_panel import DataPanel, counted
@@ -50,6 +49,7 @@ class MainWindow(QMainWindow):
         self.train_panel.settings_locked.connect(self.augment_panel.set_locked)
         self.data_panel.open_folder_requested.connect(self.choose_folder)
         self.data_panel.open_demo_requested.connect(self.open_demo)
+        self.data_panel.recent_requested.connect(self.open_path)
         self.data_panel.cancel_scan_requested.connect(self.cancel_scan)
         self.tabs = QTabWidget()
         self.tabs.setDocumentMode(True)
@@ -60,6 +60,7 @@ class MainWindow(QMainWindow):
         self.tabs.addTab(self.explore_panel, "4 · Explore")
         self.runs_panel = RunsPanel(lambda: self.train_panel.runs_root, settings)  # follows the Preferences
         self.runs_panel.open_run_requested.connect(self.open_run)
+        self.runs_panel.in_use = self.train_panel.current_run_dir
         self.tabs.addTab(self.runs_panel, "5 · Runs")
         self.tabs.currentChanged.connect(self._on_tab)
         self.setCentralWidget(self.tabs)
@@ -136,6 +137,7 @@ class MainWindow(QMainWindow):
         apply_theme(name)
         self.train_panel.apply_theme(name == "dark")
         self.explore_panel.apply_theme(name == "dark")
+        self.runs_panel.apply_theme(name == "dark")
         if name in self.theme_actions:
             self.theme_actions[name].setChecked(True)
 
@@ -153,22 +155,9 @@ class MainWindow(QMainWindow):
             self.apply_preferences(prefs)
 
     def about_text(self) -> str:
-        import platform
+        from simclr_studio.gui.help_dialogs import about_html
 
-        import PySide6
-        import sklearn
-        import torch
-
-        from simclr_studio.device import available_devices, describe, resolve_device
-
-        device = self.train_panel.form.device.currentData()
-        in_use = describe(resolve_device(device[0])) if device else describe(resolve_device("auto"))
-        if device and device[1] > 1:
-            in_use = f"{device[1]} GPUs (torchrun)"
-        return (f"<h3>SIMCLR Studio {__version__}</h3><p>SimCLR self-supervised training on your own images.</p>"
-                f"<p><b>Training device:</b> {in_use}<br><b>Devices found:</b> {', '.join(available_devices())}</p>"
-                f"<p>PyTorch {torch.__version__} · Qt {PySide6.QtCore.qVersion()} (PySide6 {PySide6.__version__}) · "
-                f"scikit-learn {sklearn.__version__} · Python {platform.python_version()}</p>")
+        return about_html(self.train_panel.form.device.currentData())
 
     def show_about(self) -> None:
         QMessageBox.about(self, "About SIMCLR Studio", self.about_text())
@@ -180,6 +169,7 @@ class MainWindow(QMainWindow):
             action = self.recent_menu.addAction(folder)
             action.triggered.connect(lambda _=False, f=folder: self.open_path(f))
         self.recent_menu.setEnabled(bool(recent))
+        self.data_panel.set_recent(recent)  # the welcome page lists them too
 
     def recent_folders(self) -> list[str]:
         value = self.settings.value("recent_folders", [])
@@ -356,6 +346,7 @@ class MainWindow(QMainWindow):
         if self.scan_job is not None:
             self.scan_job.cancel()
         self.explore_panel.cancel()
+        self.runs_panel.cancel()
         self.remember_session()
         event.accept()
 

@@ -64,6 +64,7 @@ class RunsPanel(QWidget):
         super().__init__(parent)
         self.runs_root = runs_root
         self.settings = settings
+        self.in_use: Callable[[], Path | None] = lambda: None  # the run the Train tab shows (the window sets it)
         self.summaries: list[RunSummary] = []
         self.ticked: list[Path] = []  # in the order they were ticked: the comparison's colours stay put
         self.worker: Worker | None = None
@@ -263,7 +264,18 @@ class RunsPanel(QWidget):
         if ok and name.strip() and name.strip() != path.name:
             self.rename(path, name)
 
+    def _refuse_in_use(self, path: Path, action: str) -> bool:
+        """A run the Train tab shows is not renamed or deleted under it: it would keep the old path."""
+        shown = self.in_use()
+        if shown is None or Path(shown).resolve() != Path(path).resolve():
+            return False
+        QMessageBox.warning(self, f"Cannot {action}", f"{path.name} is open in the Train tab: open another run "
+                            f"there (or New run) before you {action} it.")
+        return True
+
     def rename(self, path: Path, name: str) -> Path | None:
+        if self._refuse_in_use(path, "rename"):
+            return None
         try:
             new = rename_run(path, name)
         except (RunsError, OSError) as exc:
@@ -291,6 +303,8 @@ class RunsPanel(QWidget):
 
     def ask_delete(self, path: Path) -> bool:
         """Delete the run after a dialog that says what goes; a training run is refused."""
+        if self._refuse_in_use(path, "delete"):
+            return False
         try:
             plan = plan_delete(path)
         except (RunsError, OSError) as exc:

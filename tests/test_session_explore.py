@@ -132,6 +132,15 @@ def test_quality_against_a_random_encoder_and_raw_pixels(session):
     assert quality.gain == pytest.approx(quality.trained.knn_accuracy
                                          - max(quality.random.knn_accuracy, quality.raw.knn_accuracy))
     assert reports and reports[-1] == (24, 24)  # two phases of 12 images on one bar
+    # The latest checkpoint's accuracy is kept in the run folder, where the Runs tab reads it.
+    import json
+
+    from simclr_studio.session.runs import summarize_run
+
+    record = json.loads((session.run_dir / "eval.json").read_text())
+    assert record["linear_accuracy"] == quality.trained.linear_accuracy
+    assert record["knn_accuracy"] == pytest.approx(quality.trained.knn_accuracy)
+    assert summarize_run(session.run_dir).linear_accuracy == quality.trained.linear_accuracy
     with pytest.raises(InterruptedError):
         session.measure_quality(should_stop=lambda: True)
 

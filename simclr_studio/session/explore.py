@@ -272,6 +272,7 @@ class ExploreSession:
             raise ValueError("quality is measured against the folder's classes: this folder has none")
         quality = measure_quality(embedded.embeddings, embedded.trained, embedded.sources.scan, self._device(),
                                   progress, should_stop)
+        _record_quality(embedded, quality)
         return Measured(embedded, quality)
 
     def apply_quality(self, measured: Measured) -> bool:
@@ -363,3 +364,24 @@ class ExploreSession:
         sims: Iterable[float | None] = results.similarities or [None] * len(results.rows)
         return ["\n".join(t for t in ("" if s is None else f"{s:.3f}", self.label_of(r)) if t)
                 for r, s in zip(results.rows, sims, strict=True)]
+
+
+def _record_quality(embedded: Embedded, quality: Quality) -> None:
+    """The run's latest checkpoint's accuracy, kept in the run folder (``eval.json``, as
+    ``simclr-studio eval --json`` writes it) for the Runs tab; an older checkpoint's is not kept there."""
+    import json
+
+    from simclr_studio.atomic import atomic_write_text
+
+    folder = RunFolder(embedded.sources.run_dir) if embedded.sources.run_dir is not None else None
+    checkpoint = embedded.sources.checkpoint
+    if folder is None or checkpoint is None or Path(checkpoint).resolve() != folder.last_checkpoint.resolve():
+        return
+    scores = quality.trained
+    record = {"knn_accuracy": scores.knn_accuracy, "linear_accuracy": scores.linear_accuracy, "k": scores.k,
+              "n_images": quality.n, "checkpoint": str(checkpoint), "measured_by": "Explore tab",
+              "protocol": "the Train tab's kNN sample: leave-one-out kNN, linear probe on a stratified 80/20 split"}
+    try:
+        atomic_write_text(folder.path / "eval.json", json.dumps(record, indent=2) + "\n")
+    except OSError:  # a read-only run folder: the measurement is still shown
+        pass

@@ -112,3 +112,16 @@ def test_the_gpu_part_of_the_line_shows_what_was_measured():
     assert MachineSample(**base, gpu=GpuSample(None, 5 * GB, 80 * GB)).text().endswith("GPU 5.0/80.0 GB")
     sampler = MachineSampler(gpu=lambda: GpuSample(12.0, GB, 16 * GB))
     assert sampler.sample().text().endswith("GPU 12 %, 1.0/16.0 GB")
+
+
+def test_measuring_leaves_torchs_optimiser_machinery_unloaded():
+    """The window's process measures: torch.optim's first optimiser would import torch._dynamo (~2 s,
+    holding the GIL in stretches that stall the window)."""
+    code = ("import sys\nfrom simclr_studio.config import RunConfig\n"
+            "from simclr_studio.session.estimate import measure_step_seconds\n"
+            "measure_step_seconds(RunConfig(data_dir='x', backbone='tiny-cnn', image_size=16, batch_size=4,"
+            " device='cpu', optimizer='lars'))\n"
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"

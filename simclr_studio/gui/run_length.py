@@ -3,6 +3,9 @@ the chosen settings will take and whether the images fit the RAM cache (``sessio
 
 from __future__ import annotations
 
+import atexit
+import weakref
+
 import psutil
 from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
@@ -86,6 +89,17 @@ class RunLength(QWidget):
         self.epochs.setEnabled(not locked and not (resuming and self.is_minutes()))
 
 
+_measuring: weakref.WeakSet = weakref.WeakSet()  # measures still running, stopped before Python exits
+
+
+@atexit.register
+def _stop_measures(timeout_s: float = 5.0) -> None:
+    """A measure ends between two steps: a thread left inside torch while the interpreter exits aborts it."""
+    for worker in list(_measuring):
+        worker.cancel()
+        worker.wait(timeout_s)
+
+
 class RunEstimate(QLabel):
     """The run's time and its images' place (RAM cache or disk) for the settings shown. The speed of a
     config is measured once, in the background (a newer request cancels an older one), and kept."""
@@ -132,8 +146,12 @@ class RunEstimate(QLabel):
             self.speeds[key] = value
             self._render()
 
-        self._workers.start("speed", lambda progress, should_stop: measure_step_seconds(cfg, should_stop=should_stop),
-                            on_result=done, on_error=lambda message: done(f"speed not measured: {message}"))
+        def measure(progress, should_stop) -> StepSpeed:
+            return measure_step_seconds(cfg, should_stop=should_stop)
+
+        worker = self._workers.start("speed", measure, on_result=done,
+                                     on_error=lambda message: done(f"speed not measured: {message}"))
+        _measuring.add(worker)
 
     def _render(self) -> None:
         if self._request is None:

@@ -2,11 +2,12 @@
 the RAM cache.
 
 The time comes from the time budget when the run has one; otherwise from a measured speed: a few
-steps of the run's own training step (``Trainer.train_step``: augmentation, model, loss, optimiser)
-on random images of the chosen size, batch and device, times the steps the run will take. The
-measure is cheap (about ``PROBE_BUDGET_S`` of compute): a large batch is timed at a smaller one and
-scaled. Whether the images are cached in RAM is the engine's own decision (``image_cache``'s
-layout planning and budget check, as ``training_data.prepare_training_data`` makes it).
+steps of the run's own training step (``Trainer.train_step``: augmentation, model, loss, backward; a
+plain update stands in for the optimiser, see ``_PlainUpdate``) on random images of the chosen size,
+batch and device, times the steps the run will take. The measure is cheap (about ``PROBE_BUDGET_S``
+of compute): a large batch is timed at a smaller one and scaled. Whether the images are cached in
+RAM is the engine's own decision (``image_cache``'s layout planning and budget check, as
+``training_data.prepare_training_data`` makes it).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from simclr_studio.config import RunConfig
 from simclr_studio.image_cache import cache_bytes, fits_in_ram, plan_cache_layout
@@ -41,7 +43,7 @@ class StepSpeed:
 def speed_key(cfg: RunConfig, nproc: int = 1) -> tuple:
     """What a measured speed depends on: a new measure only when one of these changed."""
     return (cfg.backbone, cfg.small_stem, cfg.image_size, cfg.batch_size, cfg.device, nproc, cfg.amp,
-            cfg.channels_last, cfg.optimizer, cfg.proj_hidden_dim, cfg.proj_out_dim)
+            cfg.channels_last, cfg.proj_hidden_dim, cfg.proj_out_dim)
 
 
 def measure_step_seconds(cfg: RunConfig, budget_s: float = PROBE_BUDGET_S,
@@ -51,23 +53,34 @@ def measure_step_seconds(cfg: RunConfig, budget_s: float = PROBE_BUDGET_S,
     or device's errors (ConfigError, RuntimeError) as they are."""
     import torch  # only when measuring: the session layer loads without it
 
-    from simclr_studio.device import amp_dtype, resolve_device
-    from simclr_studio.model import build_model
-    from simclr_studio.optim import build_optimizer
-    from simclr_studio.train import Trainer
+    from simclr_studio.device import resolve_device
     from simclr_studio.training_state import resolve_config
 
     cfg = copy.deepcopy(cfg)
     device = resolve_device(cfg.device)
     resolve_config(cfg, device)
+    try:
+        return _time_steps(cfg, device, budget_s, should_stop)
+    finally:
+        if device.type == "cuda":  # the model and batches are gone: give their memory back to training
+            torch.cuda.empty_cache()
+
+
+def _time_steps(cfg: RunConfig, device, budget_s: float, should_stop: Callable[[], bool] | None) -> StepSpeed:
+    import torch
+
+    from simclr_studio.device import amp_dtype
+    from simclr_studio.model import build_model
+    from simclr_studio.train import Trainer
+
     # The engine's own step, of a trainer that never runs (nothing is written to its folder).
     trainer = Trainer(cfg, Path(tempfile.gettempdir()) / "simclr-studio-estimate")
-    torch.manual_seed(cfg.seed)
     model = build_model(cfg, load_weights=False).to(device)
     channels_last = cfg.channels_last and device.type in ("cuda", "cpu")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, cfg.optimizer, cfg.resolved_lr(), cfg.resolved_weight_decay(), cfg.momentum)
+    # Duck-typed: what train_step calls (zero_grad, step, param_groups), without torch.optim's imports.
+    optimizer = cast(torch.optim.Optimizer, _PlainUpdate([p for p in model.parameters() if p.requires_grad]))
     dtype = amp_dtype(device) if cfg.amp else None
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     g = torch.Generator().manual_seed(0)
@@ -99,6 +112,28 @@ def measure_step_seconds(cfg: RunConfig, budget_s: float = PROBE_BUDGET_S,
     while len(times) < TIMED_STEPS and time.perf_counter() - started + statistics.median(times) < budget_s:
         times.append(timed_step(batch, 4 + len(times)))
     return StepSpeed(statistics.median(times), cfg.batch_size, False)
+
+
+class _PlainUpdate:
+    """Stands in for the run's optimiser: one fused update of every parameter, about as costly as
+    SGD's (an optimiser's step is a small part of a step). torch.optim's first optimiser imports
+    torch._dynamo (~2 s), whose module initialisation holds the GIL long enough to stall the window."""
+
+    def __init__(self, params: list) -> None:
+        self.param_groups = [{"params": params}]  # what GradScaler reads (fp16 on older GPUs)
+        self.params = params
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def step(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            pairs = [(p, p.grad) for p in self.params if p.grad is not None]
+            if pairs:
+                torch._foreach_add_([p for p, _ in pairs], [g for _, g in pairs], alpha=-1e-4)
 
 
 @dataclass(frozen=True)

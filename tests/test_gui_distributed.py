@@ -40,7 +40,7 @@ def test_all_gpus_launches_torchrun(two_gpu_window, qtbot, tmp_path, monkeypatch
     labels = [panel.form.device.itemText(i) for i in range(panel.form.device.count())]
     assert labels == ["cuda:0", "cuda:1", "all 2 GPUs", "cpu"]
 
-    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=8)
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=16)  # a full batch for each of 2 processes
     two_gpu_window.open_path(folder)
     qtbot.waitUntil(lambda: panel.session.data_dir == str(folder), timeout=10_000)
     panel.form.device.setCurrentText("all 2 GPUs")

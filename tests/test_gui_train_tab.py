@@ -142,3 +142,31 @@ def test_the_command_line_and_the_app_suggest_the_same_run(panel, tmp_path, fold
     app = panel.config()
     for name in ("image_size", "batch_size", "backbone", "optimizer", "lr", "temperature"):
         assert getattr(app, name) == pytest.approx(getattr(cli, name)), name
+
+
+def test_the_tensorboard_option_is_on_the_form(qtbot):
+    from pathlib import Path
+
+    from simclr_studio.gui.train_form import TrainForm
+
+    form = TrainForm(Path("/tmp/runs"))
+    qtbot.addWidget(form)
+    assert form.config("/data").tensorboard is False
+    form.tensorboard.setChecked(True)
+    assert form.config("/data").tensorboard is True
+    form.load_config(RunConfig(tensorboard=False))
+    assert not form.tensorboard.isChecked()
+    form.set_locked(False, resuming=True)  # a resumed run keeps its saved logging
+    assert not form.tensorboard.isEnabled()
+
+
+def test_an_invalid_augment_setting_is_named_as_its_control(panel, tmp_path):
+    from simclr_studio.config import AugmentConfig
+
+    folder = make_image_folder(tmp_path / "imgs", classes=2, per_class=4)
+    panel.set_data(str(folder), 8, 20)
+    panel.form.batch_size.setValue(4)
+    panel.augment_source = lambda: AugmentConfig(crop_scale=(0.9, 0.5))  # low above high
+    panel.start_button.click()
+    text = panel.error_banner.text()
+    assert "Crop area" in text and "augment.crop_scale" not in text, text

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -83,9 +84,13 @@ class TrainForm(QGroupBox):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         form.addRow("Seed", self.seed)
+        self.tensorboard = QCheckBox("Also write TensorBoard logs")
+        self.tensorboard.setToolTip("Writes RUN_DIR/tensorboard/ beside events.jsonl (loss, learning rate, images/s, "
+                                    "kNN accuracy),\nso the run can also be watched with: tensorboard --logdir RUN_DIR")
+        form.addRow("Logs", self.tensorboard)
         # What a resumed run may not change (the length and the device have their own rules).
         self._fixed = [self.run_dir_edit, browse, self.backbone, self.image_size, self.batch_size, self.optimizer,
-                       self.lr, self.temperature, self.seed]
+                       self.lr, self.temperature, self.seed, self.tensorboard]
         self._weight_decay: tuple[str, float | None] = ("", None)  # (optimizer, wd) of the loaded config
         self._lr: float | None = None  # the loaded config's lr, of which the field shows 5 decimals
         for signal in (self.backbone.currentTextChanged, self.image_size.valueChanged, self.batch_size.valueChanged,
@@ -107,6 +112,7 @@ class TrainForm(QGroupBox):
         match = [i for i in single if self.device.itemData(i)[0] == cfg.device]
         self.device.setCurrentIndex(match[0] if match else single[0])
         self.seed.setValue(cfg.seed)
+        self.tensorboard.setChecked(cfg.tensorboard)
         self._weight_decay = (cfg.optimizer, cfg.weight_decay)  # not on the form, but part of the recipe
         reasons = reasons or {}
         for key, widget in (("backbone", self.backbone), ("image_size", self.image_size), ("optimizer", self.lr),
@@ -126,7 +132,8 @@ class TrainForm(QGroupBox):
                         lr=lr, temperature=self.temperature.value(),
                         # The loaded weight decay belongs to its optimizer; another one gets its own default.
                         weight_decay=self._weight_decay[1] if optimizer == self._weight_decay[0] else None,
-                        device=self.device_choice()[0], seed=self.seed.value())
+                        device=self.device_choice()[0], seed=self.seed.value(),
+                        tensorboard=self.tensorboard.isChecked())
         if augment is not None:
             cfg.augment = augment
         return cfg

@@ -377,6 +377,9 @@ class TrainPanel(QWidget):
         self.log.appendPlainText(f"{time.strftime('%H:%M:%S')}  {message}")
 
     def show_error(self, message: str) -> None:
+        from simclr_studio.gui.augment_controls import describe_error
+
+        message = describe_error(message)  # "augment.crop_scale" as the Augment tab labels it
         self._show_banner(message)
         self.append_log(f"Error: {message}")
 

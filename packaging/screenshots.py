@@ -93,6 +93,21 @@ def main() -> None:
     explorer.mislabels.search()
     wait(120, until=lambda: explorer.curation.mislabels is not None and not explorer.jobs)
     shot("explore-mislabeled")
+    # Runs: a second, shorter run with masking on, then both ticked to compare their curves.
+    window.tabs.setCurrentWidget(window.augment_panel)
+    window.augment_panel.controls["mask_p"].setValue(0.8)
+    window.tabs.setCurrentWidget(window.train_panel)
+    window.train_panel.new_run()
+    window.train_panel.start()
+    wait(args.train_seconds / 2)
+    window.train_panel.stop_and_wait()
+    runs = window.runs_panel
+    window.tabs.setCurrentWidget(runs)
+    wait(30, until=lambda: len(runs.summaries) >= 2)
+    for summary in runs.summaries[:2]:
+        runs.tick(summary.path)
+    wait(30, until=lambda: len(runs.compare.drawn_curves(runs.compare.loss_plot)) >= 2)
+    shot("runs")
     window.close()
 
 

@@ -72,8 +72,10 @@ class SelectionActions(QWidget):
                 ("Move to…", "Move these images into a new folder (asks first, listing them)", self.move),
                 ("Tag…", "Give these images a label; tags export as CSV or class folders", self.tag)):
             button = QPushButton(text)
+            button.setObjectName("compact")  # five in a row under the results: less padding, never clipped
             button.setToolTip(tip)
             button.clicked.connect(slot)
+            button.setMinimumWidth(button.sizeHint().width())
             layout.addWidget(button)
         layout.addStretch()
 

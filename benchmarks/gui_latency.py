@@ -142,8 +142,10 @@ def main() -> None:
     # Training inside the window, on the Train tab with live plots.
     panel = window.train_panel
     window.tabs.setCurrentWidget(panel)
+    if window.scan is None or window.scan.root != str(demo):  # train on the demo folder, whatever came after
+        window.open_path(demo)
+        run_until(lambda: window.scan is not None and window.scan.root == str(demo), 60)
     panel.form.load_config(RunConfig(**cfg_args))
-    panel.session.data_dir = str(demo)  # train on the demo folder, whatever was opened last
     panel.form.run_dir_edit.setText(str(tmp / "gui"))
     run_until(lambda: True, 0.5)  # the Train tab's first paint is not part of training
     runs, gui_rates, headless_rates = [], [], []
@@ -156,6 +158,8 @@ def main() -> None:
             meter.start()
         cpu0, wall0 = time.thread_time(), time.perf_counter()
         panel.start()
+        if not panel.session.is_running():  # refused (the reason is on the tab): say so, never wait forever
+            raise SystemExit(f"the window did not start training: {panel.error_banner.text() or 'no reason shown'}")
         run_until(lambda: panel.session.history.finished is not None and not panel.session.is_running(), 3600)
         if metered:
             meter.stop()

@@ -139,3 +139,40 @@ def explorer(qtbot, tmp_path, monkeypatch, explore_run):
     qtbot.waitUntil(lambda: panel.session.embedded is not None and not panel.jobs, timeout=60_000)
     yield win, panel
     panel.cancel()
+
+
+# ---- what the training process reports, made up for tests of the windows and sessions --------------
+def run_started(total_steps=6, steps_per_epoch=3, labeled=True, start_global_step=0):
+    from simclr_studio.events import RunStarted
+
+    return RunStarted(run_dir="r", device="cpu", backbone="small-cnn", n_images=24, steps_per_epoch=steps_per_epoch,
+                      total_steps=total_steps, start_epoch=0, start_global_step=start_global_step, cached=True,
+                      labeled=labeled)
+
+
+def step_event(n, total, eta=1.0):
+    from simclr_studio.events import StepEvent
+
+    return StepEvent(epoch=(n - 1) // 3, step=(n - 1) % 3, global_step=n, total_steps=total, loss=5.0 - 0.01 * n,
+                     lr=0.1, images_per_s=100.0, eta_s=eta)
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    """The main window with its own settings file and runs folder."""
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QMessageBox
+
+    from simclr_studio.gui.app import build_window, create_app
+
+    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
+    # A test that fails mid-run leaves a run training when qtbot closes the window: answer the
+    # "stop it and quit?" question instead of waiting forever on a dialog nobody sees.
+    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
+    create_app()
+    win = build_window(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+    qtbot.addWidget(win)
+    win.show()
+    yield win
+    if win.train_panel.session.is_running():
+        win.train_panel.stop_and_wait()

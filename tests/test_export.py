@@ -108,14 +108,12 @@ def readme_recipe() -> str:
     return block[: block.index("```")]
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("backbone", ["tiny-cnn", "small-cnn", "resnet18-small-stem", "resnet18"])
-def test_the_readme_recipe_loads_every_backbone(tmp_path, backbone):
-    """Export, then the README's recipe in a fresh interpreter with only torch and torchvision: the same
-    features as the app's encoder."""
-    import subprocess
-    import sys
+BACKBONES_EXPORTED = ["tiny-cnn", "small-cnn", "resnet18-small-stem", "resnet18"]
 
+
+def exported_encoder(folder, backbone):
+    """An export of ``backbone`` (random weights, trained-looking batch-norm statistics, so that eval mode
+    matters) in ``folder``, an input ``x.pt``; returns the app's features of that input."""
     from simclr_studio.model import build_backbone
     from simclr_studio.trained import TrainedModel
 
@@ -124,24 +122,40 @@ def test_the_readme_recipe_loads_every_backbone(tmp_path, backbone):
     cfg = RunConfig(backbone=name, image_size=size)
     torch.manual_seed(0)
     net, dim = build_backbone(name, cfg.resolved_small_stem())
-    for module in net.modules():  # trained-looking batch-norm statistics, so that eval mode matters
+    for module in net.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.5, 0.5)
             module.running_var.uniform_(0.5, 2.0)
     run = TrainedModel.__new__(TrainedModel)  # only what export reads
-    run.config, run.epoch, run.global_step, run.checkpoint = cfg, 1, 10, tmp_path / "last.pt"
+    run.config, run.epoch, run.global_step, run.checkpoint = cfg, 1, 10, folder / "last.pt"
     run.model = torch.nn.Module()
     run.model.backbone, run.model.feature_dim = net.eval(), dim
-    export_weights(run, "pt", tmp_path / "encoder.pt")
-    meta = json.loads((tmp_path / "encoder.pt.json").read_text())
+    export_weights(run, "pt", folder / "encoder.pt")
+    meta = json.loads((folder / "encoder.pt.json").read_text())
     assert meta["small_stem"] == (None if "cnn" in name else size <= 64)
     x = torch.rand(2, 3, size, size)
-    torch.save(x, tmp_path / "x.pt")
+    torch.save(x, folder / "x.pt")
     with torch.no_grad():
-        expected = net(x)
-    script = readme_recipe() + "\ntorch.save(net(torch.load('x.pt')).detach(), 'out.pt')\n"
-    result = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=300)
+        return net(x)
+
+
+@pytest.mark.slow
+def test_the_readme_recipe_loads_every_backbone(tmp_path):
+    """Export, then the README's recipe, as printed, in a fresh interpreter with only torch and
+    torchvision (one interpreter, the recipe run in each backbone's folder): the app's features."""
+    import subprocess
+    import sys
+
+    expected = {}
+    for backbone in BACKBONES_EXPORTED:
+        (tmp_path / backbone).mkdir()
+        expected[backbone] = exported_encoder(tmp_path / backbone, backbone)
+    recipe = readme_recipe()
+    assert "simclr_studio" not in recipe
+    body = recipe + "\ntorch.save(net(torch.load('x.pt')).detach(), 'out.pt')\n"
+    script = (f"import os\nfor folder in {BACKBONES_EXPORTED!r}:\n"
+              f"    os.chdir(os.path.join({str(tmp_path)!r}, folder))\n    exec({body!r})\n")
+    result = subprocess.run([sys.executable, "-I", "-c", script], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "simclr_studio" not in script
-    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), expected)
+    for backbone in BACKBONES_EXPORTED:
+        torch.testing.assert_close(torch.load(tmp_path / backbone / "out.pt"), expected[backbone], msg=backbone)

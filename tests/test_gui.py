@@ -11,31 +11,13 @@ import pytest
 
 pytest.importorskip("PySide6")
 from conftest import make_image_folder
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox
 
 from simclr_studio.config import RunConfig
 from simclr_studio.run_folder import RunFolder
 from simclr_studio.train import Trainer
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    from simclr_studio.gui.app import build_window, create_app
-
-    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
-    # A test that fails mid-run leaves a run training when qtbot closes the window: answer the
-    # "stop it and quit?" question instead of waiting forever on a dialog nobody sees.
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
-    create_app()
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    win = build_window(settings)
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    if win.train_panel.session.is_running():
-        win.train_panel.stop_and_wait()
 
 
 def drop_folder(win, folder: Path) -> None:

@@ -130,6 +130,11 @@ def test_a_selection_replaces_the_focused_image(explorer):
     panel.show_selection([1, 2, 5], "rectangle")
     assert "3 images selected" in panel.focus_card.caption.text()
     assert panel.focus_card.image.pixmap().isNull()
+    # An emptied tab keeps no heading of what it showed before.
+    panel.clear()
+    from simclr_studio.gui.explore_results import EMPTY_TITLE
+
+    assert panel.results.title.text() == EMPTY_TITLE and panel.focus_card.caption.text() == "Nothing selected"
 
 
 def test_file_name_filter_selects_matching_images(explorer, qtbot):

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("PySide6")
 from conftest import make_image_folder
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QHeaderView, QMessageBox
 
 from simclr_studio.data import DataError, ScanResult, SkippedFile, scan_folder
@@ -26,19 +26,6 @@ def panel(qtbot):
     widget.resize(1100, 700)
     widget.show()
     return widget
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    from simclr_studio.gui.app import build_window, create_app
-
-    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
-    create_app()
-    win = build_window(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(win)
-    win.show()
-    return win
 
 
 def test_skipped_files_are_readable(panel, qtbot, tmp_path):

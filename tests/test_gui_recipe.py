@@ -9,28 +9,10 @@ import pytest
 
 pytest.importorskip("PySide6")
 from conftest import FakeChild, make_image_folder, write_run
-from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QMessageBox
+from conftest import run_started as started
 
 from simclr_studio.config import RunConfig
-from simclr_studio.events import BaselineEvent, EvalEvent, PlanEvent, RunFinished, RunStarted, StepEvent
-
-
-@pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    from simclr_studio.gui.app import build_window, create_app
-
-    monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
-    # A test that fails mid-run leaves a run training when qtbot closes the window: answer the
-    # "stop it and quit?" question instead of waiting forever on a dialog nobody sees.
-    monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.StandardButton.Yes)
-    create_app()
-    win = build_window(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    qtbot.addWidget(win)
-    win.show()
-    yield win
-    if win.train_panel.session.is_running():
-        win.train_panel.stop_and_wait()
+from simclr_studio.events import BaselineEvent, EvalEvent, PlanEvent, RunFinished, StepEvent
 
 
 def load(win, qtbot, folder: Path) -> None:
@@ -42,12 +24,6 @@ def feed(panel, events: list) -> None:
     """Events as the training process would send them, shown at the next tick of the panel's timer."""
     panel.session.feed(events)
     panel.refresh()
-
-
-def started(total_steps=6, steps_per_epoch=3, labeled=True, start_global_step=0) -> RunStarted:
-    return RunStarted(run_dir="r", device="cpu", backbone="small-cnn", n_images=24, steps_per_epoch=steps_per_epoch,
-                      total_steps=total_steps, start_epoch=0, start_global_step=start_global_step, cached=True,
-                      labeled=labeled)
 
 
 def step(n, total, eta=30.0) -> StepEvent:

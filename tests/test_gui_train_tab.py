@@ -8,22 +8,14 @@ import pytest
 
 pytest.importorskip("PySide6")
 from conftest import DEMO, FakeChild, make_image_folder, write_run
+from conftest import run_started as started
+from conftest import step_event as step
 from PySide6.QtWidgets import QMainWindow
 
 from simclr_studio.config import RunConfig
-from simclr_studio.events import RunFinished, RunStarted, StepEvent
+from simclr_studio.events import RunFinished
 from simclr_studio.gui.train_panel import LOG_LINES, TrainPanel
 from simclr_studio.session.train import TrainSession
-
-
-def started(total_steps=6, steps_per_epoch=3) -> RunStarted:
-    return RunStarted(run_dir="r", device="cpu", backbone="small-cnn", n_images=24, steps_per_epoch=steps_per_epoch,
-                      total_steps=total_steps, start_epoch=0, start_global_step=0, cached=True, labeled=True)
-
-
-def step(n, total) -> StepEvent:
-    return StepEvent(epoch=(n - 1) // 3, step=(n - 1) % 3, global_step=n, total_steps=total, loss=5.0 - 0.01 * n,
-                     lr=0.1, images_per_s=100.0, eta_s=1.0)
 
 
 @pytest.fixture

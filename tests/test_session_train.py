@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import FakeChild, make_image_folder, write_run
+from conftest import run_started as started
+from conftest import step_event as step
 
 from simclr_studio.config import RunConfig
 from simclr_studio.events import (
@@ -18,8 +20,6 @@ from simclr_studio.events import (
     LogEvent,
     PlanEvent,
     RunFinished,
-    RunStarted,
-    StepEvent,
     read_events,
 )
 from simclr_studio.run_folder import RunFolder
@@ -53,16 +53,6 @@ def ended(updates: list[Update]) -> bool:
 
 def lines(updates: list[Update]) -> str:
     return "\n".join(line for u in updates for line in u.lines)
-
-
-def started(total_steps=6, steps_per_epoch=3) -> RunStarted:
-    return RunStarted(run_dir="r", device="cpu", backbone="small-cnn", n_images=24, steps_per_epoch=steps_per_epoch,
-                      total_steps=total_steps, start_epoch=0, start_global_step=0, cached=True, labeled=True)
-
-
-def step(n, total) -> StepEvent:
-    return StepEvent(epoch=(n - 1) // 3, step=(n - 1) % 3, global_step=n, total_steps=total, loss=5.0 - 0.01 * n,
-                     lr=0.1, images_per_s=100.0, eta_s=1.0)
 
 
 # ---- real training processes -----------------------------------------------------------------------

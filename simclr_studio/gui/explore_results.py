@@ -52,6 +52,9 @@ class QualityTable(QGroupBox):
             "of the random encoder and raw pixels.")
 
 
+EMPTY_TITLE = "<b>Neighbours</b> (click a point of the map, or search with an image)"
+
+
 def results_title(results: Results) -> str:
     """The results list's title: what it shows."""
     n = len(results.rows)
@@ -107,7 +110,7 @@ class ResultsList(QWidget):
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
-        self.title = QLabel("<b>Neighbours</b>")
+        self.title = QLabel(EMPTY_TITLE)
         self.model = ThumbnailModel(self, cache_size=2000, captions=True)
         self.view = ThumbnailView(caption_lines=2)
         self.view.setModel(self.model)
@@ -123,4 +126,6 @@ class ResultsList(QWidget):
         self.model.set_images(paths, captions)
 
     def clear(self) -> None:
+        """Nothing shown: no heading of earlier results either."""
+        self.title.setText(EMPTY_TITLE)
         self.model.set_images([])

@@ -56,6 +56,10 @@ def apply_theme(name: str) -> None:
     else:
         palette = app.style().standardPalette()
         palette.setColor(QPalette.ColorRole.Highlight, QColor("#2b6fd9"))
-    app.setPalette(palette)
+    # Each set re-polishes every widget alive (~0.5 s with a window open): only when something changes.
+    if app.palette() != palette:
+        app.setPalette(palette)
     qss = resource("style.qss")
-    app.setStyleSheet(qss.read_text() if qss.exists() else "")
+    sheet = qss.read_text() if qss.exists() else ""
+    if app.styleSheet() != sheet:
+        app.setStyleSheet(sheet)

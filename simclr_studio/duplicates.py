@@ -21,7 +21,7 @@ from functools import cached_property
 import numpy as np
 
 from simclr_studio.neighbours import normalize_rows
-from simclr_studio.pair_search import cosine64, count_at_least, search_pairs, squared_norms64
+from simclr_studio.pair_search import cap_pairs, cosine64, count_at_least, search_pairs, squared_norms64
 
 ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], bool]
@@ -185,12 +185,8 @@ def _merge(found: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, flo
     pick = order[first]
     i, j, sim = i[pick], j[pick], sim[pick]
     order = np.lexsort((j, i, -sim))
-    i, j, sim = i[order], j[order], sim[order]
-    if len(sim) > max_pairs:
-        floor = float(np.nextafter(sim[max_pairs], np.float32(2)))
-        keep_n = count_at_least(sim, floor)
-        i, j, sim = i[:keep_n], j[:keep_n], sim[:keep_n]
-    return i, j, sim, floor
+    i, j, sim, raised = cap_pairs(i[order], j[order], sim[order], max_pairs)
+    return i, j, sim, floor if raised is None else raised
 
 
 def near_duplicates(features: np.ndarray, threshold: float = DEFAULT_DUPLICATE_THRESHOLD,

@@ -34,6 +34,18 @@ def count_at_least(descending: np.ndarray, threshold: float) -> int:
     return int(np.searchsorted(-descending, -np.float32(threshold), side="right"))
 
 
+def cap_pairs(i: np.ndarray, j: np.ndarray, sim: np.ndarray,
+              max_pairs: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
+    """The max_pairs most similar of pairs sorted most similar first, and the floor raised just above the
+    best one dropped (None when nothing is dropped). Pairs tied with a dropped one go too, so the kept
+    ones are exactly those at or above the floor."""
+    if len(sim) <= max_pairs:
+        return i, j, sim, None
+    floor = float(np.nextafter(sim[max_pairs], np.float32(2)))
+    keep = count_at_least(sim, floor)  # sorted: the kept pairs are a prefix
+    return i[:keep], j[:keep], sim[:keep], floor
+
+
 def squared_norms64(unit: np.ndarray) -> np.ndarray:
     """Each row's squared norm, accumulated in float64 (a chunk of rows at a time)."""
     chunks = (unit[s : s + 8192].astype(np.float64) for s in range(0, len(unit), 8192))
@@ -231,11 +243,8 @@ class _PairSearch:
 
     def _cap(self) -> None:
         """Keep the max_pairs most similar pairs; the floor rises just above the best one dropped."""
-        i, j, sim = self._merged()
-        if len(sim) > self.max_pairs:
-            self.floor = float(np.nextafter(sim[self.max_pairs], np.float32(2)))
-            keep = count_at_least(sim, self.floor)  # sorted: the kept pairs are a prefix
-            i, j, sim = i[:keep], j[:keep], sim[:keep]
+        i, j, sim, raised = cap_pairs(*self._merged(), self.max_pairs)
+        self.floor = self.floor if raised is None else raised
         self.kept, self.n_kept = [(i, j, sim)], len(sim)
 
     def _merged(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

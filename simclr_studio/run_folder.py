@@ -7,6 +7,7 @@
     RUN_DIR/train.log            what the training process printed when the app started it
     RUN_DIR/embeddings/          cached features of folders embedded with the run's checkpoints
     RUN_DIR/selections.json      the named selections and tags of the run's images (see selections)
+    RUN_DIR/eval.json            the latest checkpoint's measured accuracy (eval --json, the Explore tab)
     RUN_DIR/writer.lock          held by the one process writing the run (see run_lock)
 """
 
@@ -26,6 +27,7 @@ from simclr_studio.events import Event, RunFinished, read_events
 from simclr_studio.run_lock import LOCK_FILE, Writer, current_writer
 
 CONFIG_FILE = "config.json"
+EVAL_FILE = "eval.json"
 EVENTS_FILE = "events.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
@@ -78,6 +80,11 @@ class RunFolder:
     @property
     def selections_file(self) -> Path:
         return self.path / SELECTIONS_FILE
+
+    @property
+    def eval_file(self) -> Path:
+        """The latest checkpoint's measured accuracy (``eval --json`` or the Explore tab write it)."""
+        return self.path / EVAL_FILE
 
     @property
     def lock_file(self) -> Path:

@@ -382,6 +382,6 @@ def _record_quality(embedded: Embedded, quality: Quality) -> None:
               "n_images": quality.n, "checkpoint": str(checkpoint), "measured_by": "Explore tab",
               "protocol": "the Train tab's kNN sample: leave-one-out kNN, linear probe on a stratified 80/20 split"}
     try:
-        atomic_write_text(folder.path / "eval.json", json.dumps(record, indent=2) + "\n")
+        atomic_write_text(folder.eval_file, json.dumps(record, indent=2) + "\n")
     except OSError:  # a read-only run folder: the measurement is still shown
         pass

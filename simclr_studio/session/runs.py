@@ -32,7 +32,6 @@ from simclr_studio.events import (
 from simclr_studio.run_folder import RunFolder
 
 NOTE_FILE = "note.txt"  # the user's note on a run, beside its config
-EVAL_FILE = "eval.json"  # `simclr-studio eval RUN_DIR DATA --json RUN_DIR/eval.json` (kNN and linear probe)
 TAIL_BYTES = 64 * 1024  # the first tail read; it grows while the summary misses something
 KNN_SEARCH_BYTES = 16 * 1024 * 1024  # how far back a kNN measurement is looked for (unlabelled runs have none)
 
@@ -151,7 +150,7 @@ def summarize_run(path: str | Path) -> RunSummary:
 
 def _linear_accuracy(run_dir: Path) -> float | None:
     try:
-        value = json.loads((run_dir / EVAL_FILE).read_text(encoding="utf-8")).get("linear_accuracy")
+        value = json.loads(RunFolder(run_dir).eval_file.read_text(encoding="utf-8")).get("linear_accuracy")
     except (OSError, ValueError, AttributeError):
         return None
     return float(value) if isinstance(value, (int, float)) else None

@@ -325,6 +325,15 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from simclr_studio.projection import tsne_method
 
+    if args.only and args.out.exists():  # the other cases' last results stay, in their place
+        earlier = json.loads(args.out.read_text())
+        fresh = {(r["case"], r["n"], r.get("method", "").split()[0]): r for r in results}
+        kept = [fresh.pop((r["case"], r["n"], r.get("method", "").split()[0]), r)
+                for r in earlier["results"] if r["case"] not in args.only.split(",") or
+                (r["case"], r["n"], r.get("method", "").split()[0]) in fresh]
+        results = kept + list(fresh.values())
+        skipped = [tuple(s) for s in earlier.get("skipped", [])]
+
     args.out.write_text(json.dumps({"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
                                     "tsne_method": tsne_method(), "skipped": [list(s) for s in skipped],
                                     "results": results}, indent=2) + "\n")

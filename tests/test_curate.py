@@ -102,6 +102,50 @@ def test_uniform_data_falls_back_to_all_pairs(monkeypatch):
     assert_same_pairs(as_dict(pairs), brute_force_pairs(feats, 0.5))
 
 
+def test_first_stage_coordinates_bound_every_similarity():
+    """The rotated first coordinates plus the norm of the rest: dot products bound the cosines from above,
+    norms are kept, and distances only shrink (so the partition's borders lose no pair either)."""
+    rng = np.random.default_rng(3)
+    unit = normalize_rows(rng.normal(size=(600, 48)) + rng.normal(size=48)).astype(np.float32)
+    first = pair_search._project(unit, 5)
+    assert first.shape == (600, 6)
+    exact = unit.astype(np.float64) @ unit.T.astype(np.float64)
+    bound = first.astype(np.float64) @ first.T.astype(np.float64)
+    assert np.all(bound >= exact - 1e-6) and np.mean(bound - exact) > 1e-3  # a bound, and not a trivial one
+    assert np.allclose(np.linalg.norm(first, axis=1), 1.0, atol=1e-6)
+    far = np.linalg.norm(unit[:, None] - unit[None], axis=2)
+    near = np.linalg.norm(first[:, None] - first[None], axis=2)
+    assert np.all(near <= far + 1e-6)
+
+
+@pytest.mark.parametrize("partition", [True, False])
+def test_two_stage_search_is_exact(monkeypatch, partition):
+    """Wide vectors: tiles of bounds from their first principal coordinates, then each candidate measured;
+    the pairs, their similarities, the cap and exact copies are as with one stage."""
+    monkeypatch.setattr(pair_search, "_PROJECT_MIN_ROWS", 0)
+    monkeypatch.setattr(pair_search, "FIRST_STAGE_DIMS", 6)
+    monkeypatch.setattr(pair_search, "_PARTITION_MIN_ROWS", 0 if partition else 10**9)
+    measured = []
+    measure = pair_search._PairSearch._measure
+
+    def spying(self, i, j):
+        measured.append(len(i))
+        return measure(self, i, j)
+
+    monkeypatch.setattr(pair_search._PairSearch, "_measure", spying)
+    feats = clustered(d=32, spread=0.35)
+    for floor in (0.9, 0.97):
+        measured.clear()
+        expected = brute_force_pairs(feats, floor)
+        assert_same_pairs(as_dict(duplicate_pairs(feats, floor)), expected)
+        assert len(expected) < sum(measured) < 0.5 * 2000 * 1999 / 2  # bounds: more candidates than pairs
+    capped = duplicate_pairs(feats, 0.9, max_pairs=40)
+    assert_same_pairs(as_dict(capped), {k: v for k, v in brute_force_pairs(feats, 0.9).items()
+                                        if v >= np.float32(capped.floor)})
+    groups = near_duplicates(feats, threshold=0.9999)
+    assert groups[0].rows == (0, 1, 2, 3) and groups[0].scores[:3] == (1.0, 1.0, 1.0)
+
+
 def test_tiles_are_bounded_and_their_edges_exact(monkeypatch, force_partition):
     """No similarity matrix larger than a tile (never N × N), and small tiles lose no pair at their edges."""
     monkeypatch.setattr(pair_search, "TILE_ROWS", 64)

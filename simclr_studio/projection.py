@@ -117,9 +117,10 @@ def tsne_2d(features: np.ndarray, perplexity: float = TSNE_PERPLEXITY, seed: int
 
 
 def preload() -> None:
-    """Import what a t-SNE needs, on the calling thread. openTSNE brings scikit-learn and SciPy's
-    statistics (~1 s), and unpacking their code holds the GIL for up to ~0.1 s at a time: done while a
-    folder is embedded (a worker), the first map starts without that stall in the window."""
+    """Import what a t-SNE needs, on the calling thread. openTSNE brings scikit-learn and SciPy, and its
+    compiled module holds the GIL ~150 ms while it loads: the app does this behind its splash
+    (``gui/app.py``), the Explore session again while a folder is embedded (then a no-op), so no map
+    waits for it and no window freezes for it."""
     if _has_opentsne():
         import openTSNE.tsne  # noqa: F401
     else:

@@ -77,3 +77,15 @@ def test_about_names_versions_and_the_device(qtbot, settings):
     text = win.about_text()
     assert __version__ in text and torch.__version__ in text and "Python" in text
     assert "Training device:</b> cpu" in text  # this machine has no GPU; the menu's choice is shown
+
+
+def test_the_maps_imports_load_behind_the_splash(monkeypatch):
+    """openTSNE's compiled module holds the GIL ~150 ms as it loads: the start-up imports (done while the
+    splash shows) include it, so it never freezes the window later."""
+    from simclr_studio import projection
+    from simclr_studio.gui import app
+
+    called = []
+    monkeypatch.setattr(projection, "preload", lambda: called.append(True))
+    app._load_heavy_modules()
+    assert called == [True]

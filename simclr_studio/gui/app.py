@@ -51,8 +51,13 @@ def build_window(settings: QSettings | None = None):
 
 
 def _load_heavy_modules() -> None:
-    """PyTorch, the engine and the panels: seconds of imports, done while the splash is on screen."""
+    """PyTorch, the engine and the panels: seconds of imports, done while the splash is on screen. The
+    t-SNE's too (openTSNE, scikit-learn, SciPy; ~0.4 s): openTSNE's compiled module holds the GIL ~150 ms
+    while it loads, a freeze if the window were already up (benchmarks/explore_latency.py)."""
     importlib.import_module("simclr_studio.gui.main_window")
+    from simclr_studio.projection import preload
+
+    preload()
 
 
 def run_app(path: str | None = None, demo: bool = False) -> int:

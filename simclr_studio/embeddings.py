@@ -147,23 +147,26 @@ def embed_folder(
 
 def embed_paths(encoder: torch.nn.Module, paths: list[str], size: int, device: str | torch.device = "cpu",
                 batch_size: int = 256, chunk: int = 512, progress: Callable[[int, int], None] | None = None,
-                should_stop: Callable[[], bool] | None = None,
-                max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+                should_stop: Callable[[], bool] | None = None, max_pixels: int | None = None,
+                signatures: bool = True) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
     """Decode the files a chunk at a time (bounded memory): (features, pixel signatures, {index: reason}
-    of the files that failed), the rows of both in the order of the files that decoded."""
+    of the files that failed), the rows of both in the order of the files that decoded. Without
+    ``signatures`` (only duplicate search uses them) their array has no columns."""
     from simclr_studio.evaluate import extract_features, files_to_features, iter_batches
     from simclr_studio.signatures import DIMS, image_signatures
 
     encoder.to(torch.device(device))
+    dims = DIMS if signatures else 0
 
     def featurize(images: torch.Tensor) -> np.ndarray:
         feats = extract_features(encoder, iter_batches(images, batch_size), device)
-        return np.concatenate([feats, image_signatures(images)], 1)
+        return np.concatenate([feats, image_signatures(images)], 1) if signatures else feats
 
     both, failures = files_to_features(paths, size, featurize, chunk, progress, should_stop, max_pixels)
     if both.size == 0:
-        return both, np.zeros((0, DIMS), np.float32), failures
-    return np.ascontiguousarray(both[:, :-DIMS]), np.ascontiguousarray(both[:, -DIMS:]), failures
+        return both, np.zeros((0, dims), np.float32), failures
+    split = both.shape[1] - dims
+    return np.ascontiguousarray(both[:, :split]), np.ascontiguousarray(both[:, split:]), failures
 
 
 def embed_cached(trained: TrainedModel, scan: ScanResult, device: str | torch.device = "cpu", random_init: bool = False,

@@ -28,6 +28,7 @@ from simclr_studio.run_lock import LOCK_FILE, Writer, current_writer
 
 CONFIG_FILE = "config.json"
 EVAL_FILE = "eval.json"
+NOTE_FILE = "note.txt"
 EVENTS_FILE = "events.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
@@ -85,6 +86,11 @@ class RunFolder:
     def eval_file(self) -> Path:
         """The latest checkpoint's measured accuracy (``eval --json`` or the Explore tab write it)."""
         return self.path / EVAL_FILE
+
+    @property
+    def note_file(self) -> Path:
+        """The user's note on the run (the Runs tab writes it)."""
+        return self.path / NOTE_FILE
 
     @property
     def lock_file(self) -> Path:

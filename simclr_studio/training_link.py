@@ -143,6 +143,12 @@ class ChildRun:
         self._reader = threading.Thread(target=self._read, name="link-events", daemon=True)
         self.status: str | None = None  # the final status, once the process ended and said so
 
+    @property
+    def pid(self) -> int | None:
+        """The training process's id while it is started, else None."""
+        proc = self._proc
+        return None if proc is None else proc.pid
+
     @classmethod
     def new_run(cls, cfg: RunConfig, run_dir: str | Path, nproc: int = 1) -> ChildRun:
         """A new run of ``cfg`` (its data folder included) in ``run_dir``."""

@@ -11,6 +11,7 @@ from conftest import make_image_folder, write_run
 from simclr_studio.config import RunConfig
 from simclr_studio.events import EpochEvent, EvalEvent, LogEvent, RunFinished, RunStarted, StepEvent
 from simclr_studio.history import RunHistory
+from simclr_studio.run_folder import RunFolder
 from simclr_studio.run_lock import RunLock
 from simclr_studio.session import runs
 from simclr_studio.session.runs import RunsError
@@ -126,11 +127,11 @@ def test_note_is_kept_in_the_run_folder(tmp_path):
     run = write_run(tmp_path / "a", tiny_cfg(), synthetic_events(), checkpoint=False)
     assert runs.read_note(run) == ""
     runs.write_note(run, "lr too high")
-    assert (run / runs.NOTE_FILE).read_text() == "lr too high\n"
+    assert RunFolder(run).note_file.read_text() == "lr too high\n"
     assert runs.summarize_run(run).note.strip() == "lr too high"
     assert not list(run.glob(".*.tmp"))  # written atomically: no temp file left
     runs.write_note(run, "  ")
-    assert not (run / runs.NOTE_FILE).exists()
+    assert not RunFolder(run).note_file.exists()
 
 
 def test_delete_plan_says_what_goes_and_delete_removes_it(tmp_path):

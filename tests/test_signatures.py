@@ -101,3 +101,17 @@ def test_progress_covers_both_searches():
                     signatures=rng.standard_normal((200, DIMS)))
     assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert any(d <= t // 2 for d, t in seen) and any(d > t // 2 for d, t in seen)  # half for each
+
+
+def test_embedding_gives_signatures_only_when_asked(tmp_path):
+    """``embed`` and ``eval`` do not need them: without, the same features and an empty signature array."""
+    from simclr_studio.embeddings import embed_paths
+    from simclr_studio.model import build_backbone
+
+    paths = copies(smooth_image(7, side=40), tmp_path)
+    torch.manual_seed(0)
+    encoder, _ = build_backbone("tiny-cnn")
+    feats, sigs, failures = embed_paths(encoder, paths, 32)
+    plain, none, _ = embed_paths(encoder, paths, 32, signatures=False)
+    assert not failures and sigs.shape == (4, DIMS) and none.shape == (4, 0)
+    assert np.allclose(plain, feats, atol=1e-6)

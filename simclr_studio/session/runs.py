@@ -31,7 +31,6 @@ from simclr_studio.events import (
 )
 from simclr_studio.run_folder import RunFolder
 
-NOTE_FILE = "note.txt"  # the user's note on a run, beside its config
 TAIL_BYTES = 64 * 1024  # the first tail read; it grows while the summary misses something
 KNN_SEARCH_BYTES = 16 * 1024 * 1024  # how far back a kNN measurement is looked for (unlabelled runs have none)
 
@@ -211,14 +210,14 @@ def rename_run(path: str | Path, new_name: str) -> Path:
 
 def read_note(path: str | Path) -> str:
     try:
-        return (Path(path) / NOTE_FILE).read_text(encoding="utf-8", errors="replace")
+        return RunFolder(path).note_file.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
 
 
 def write_note(path: str | Path, text: str) -> None:
     """The run's note, written atomically (an empty note removes the file)."""
-    note = Path(path) / NOTE_FILE
+    note = RunFolder(path).note_file
     if text.strip():
         atomic_write_text(note, text if text.endswith("\n") else text + "\n")
     else:

@@ -111,7 +111,7 @@ class TrainSession:
 
     def child_pid(self) -> int | None:
         """The training process's id while one runs (the app shows its CPU and memory), else None."""
-        return getattr(getattr(self._child, "_proc", None), "pid", None)
+        return None if self._child is None else self._child.pid
 
     def can_resume(self) -> bool:
         """The run shown has a checkpoint to continue from, and time left: a completed time-budgeted

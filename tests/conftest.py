@@ -50,6 +50,7 @@ class FakeChild:
     run is under test: records how it was made (``args`` as passed) and ends at once."""
 
     made: list = []
+    pid = None  # no process behind it
 
     def __init__(self, kind, run_dir, *args):
         self.kind, self.run_dir, self.args = kind, Path(run_dir), args

@@ -130,3 +130,17 @@ def test_neighbourhood_recall():
     assert neighbourhood_recall(feats, normalize_rows(feats), k=10, sample=500) == 1.0
     assert neighbourhood_recall(feats, rng.normal(size=(3000, 2)), k=10, sample=500) < 0.05
     assert neighbourhood_recall(feats[:1], feats[:1]) == 1.0  # nobody to miss
+
+
+def test_maps_and_snapshots_come_back_in_the_callers_order(short_exaggeration):
+    """openTSNE runs on the points sorted by their first principal component (for speed); the map and
+    every snapshot are handed back row for row as given."""
+    feats, labels = clustered(60, clusters=4)
+    shuffle = np.random.default_rng(0).permutation(len(labels))
+    feats, labels = feats[shuffle], labels[shuffle]
+    snapshots = []
+    coords = tsne_2d(feats, perplexity=15, max_iter=150, snapshot_every_s=0.0,
+                     snapshot=lambda iteration, total, xy: snapshots.append(xy))
+    assert nearest_on_map_shares_cluster(coords, labels) > 0.9
+    assert nearest_on_map_shares_cluster(snapshots[-1], labels) > 0.9
+    assert np.abs(snapshots[-1] - coords).max() < 0.2 * np.ptp(coords)  # the last snapshot is nearly the map

@@ -269,6 +269,11 @@ def tsne_table(results: list[dict], skipped: list[tuple[str, int]]) -> str:
     return "\n".join(lines)
 
 
+def result_key(r: dict) -> tuple:
+    """What one result row measures: its case, size and (t-SNE) implementation."""
+    return r["case"], r["n"], (r.get("method") or "").split(" ")[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="toy sizes (a smoke test, seconds)")
@@ -327,10 +332,10 @@ def main() -> None:
 
     if args.only and args.out.exists():  # the other cases' last results stay, in their place
         earlier = json.loads(args.out.read_text())
-        fresh = {(r["case"], r["n"], r.get("method", "").split()[0]): r for r in results}
-        kept = [fresh.pop((r["case"], r["n"], r.get("method", "").split()[0]), r)
-                for r in earlier["results"] if r["case"] not in args.only.split(",") or
-                (r["case"], r["n"], r.get("method", "").split()[0]) in fresh]
+        fresh = {result_key(r): r for r in results}
+        rerun = args.only.split(",")
+        kept = [fresh.pop(result_key(r), r) for r in earlier["results"]
+                if r["case"] not in rerun or result_key(r) in fresh]
         results = kept + list(fresh.values())
         skipped = [tuple(s) for s in earlier.get("skipped", [])]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -231,15 +231,20 @@ def follow_events(path: Path, offset: int) -> tuple[Iterator[Event], int]:
     end = chunk.rfind(b"\n")
     if end < 0:
         return iter(()), offset
+    return iter(parse_lines(chunk[: end + 1].splitlines())), offset + end + 1
+
+
+def parse_lines(lines: Iterable[bytes]) -> list[Event]:
+    """The events of complete lines of an events file; a damaged line (bad JSON or bad UTF-8) is skipped."""
     events = []
-    for line in chunk[: end + 1].splitlines():
+    for line in lines:
         try:
             event = event_from_dict(json.loads(line))
-        except (ValueError, TypeError):  # a damaged line (bad JSON or bad UTF-8): skip it, keep following
+        except (ValueError, TypeError):
             continue
         if event is not None:
             events.append(event)
-    return iter(events), offset + end + 1
+    return events
 
 
 class EventsFollower:

@@ -26,7 +26,7 @@ from simclr_studio.events import (
     RunFinished,
     RunStarted,
     StepEvent,
-    event_from_dict,
+    parse_lines,
     read_events,
 )
 from simclr_studio.run_folder import RunFolder
@@ -43,18 +43,6 @@ class RunsError(ValueError):
 
 
 # ---- reading the ends of an events file ----------------------------------------------------------------
-def _parse_lines(lines: Iterable[bytes]) -> list[Event]:
-    events = []
-    for line in lines:
-        try:
-            event = event_from_dict(json.loads(line))
-        except (ValueError, TypeError):  # a damaged line: skipped, as the followers do
-            continue
-        if event is not None:
-            events.append(event)
-    return events
-
-
 def first_event(path: Path) -> Event | None:
     """The first event of an events file (it says when the run started)."""
     try:
@@ -63,7 +51,7 @@ def first_event(path: Path) -> Event | None:
     except OSError:
         return None
     end = head.find(b"\n")
-    events = _parse_lines([head[:end]]) if end >= 0 else []
+    events = parse_lines([head[:end]]) if end >= 0 else []
     return events[0] if events else None
 
 
@@ -82,7 +70,7 @@ def tail_events(path: Path, max_bytes: int) -> tuple[list[Event], bool]:
     chunk = chunk[: end + 1] if end >= 0 else b""
     if start > 0:
         chunk = chunk[chunk.find(b"\n") + 1:] if b"\n" in chunk else b""
-    return _parse_lines(chunk.splitlines()), start == 0
+    return parse_lines(chunk.splitlines()), start == 0
 
 
 # ---- summaries --------------------------------------------------------------------------------------

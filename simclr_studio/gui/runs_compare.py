@@ -21,8 +21,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from simclr_studio.gui.plot_style import style_plots
 from simclr_studio.gui.workers import Worker, plain
 from simclr_studio.history import smooth_ema
+from simclr_studio.run_folder import RunFolder
 from simclr_studio.session.runs import X_AXES, RunCurves, config_differences, run_curves
 
 # Distinct, readable on light and dark backgrounds (Tableau 10).
@@ -33,7 +35,7 @@ DEFAULT_SMOOTHING = 80  # the Train tab's default, in hundredths
 
 def _file_stamp(path: Path) -> tuple[float, int]:
     try:
-        st = os.stat(path / "events.jsonl")
+        st = os.stat(RunFolder(path).events_file)
     except OSError:
         return (0.0, 0)
     return (st.st_mtime, st.st_size)
@@ -174,12 +176,7 @@ class RunsCompare(QWidget):
         self.apply_theme(self.palette().window().color().lightness() < 128)  # the window's theme, light or dark
 
     def apply_theme(self, dark: bool) -> None:
-        self.plots.setBackground("#1e1f22" if dark else "w")
-        axis_pen = pg.mkPen("#c8c8c8" if dark else "#444")
-        for plot in (self.loss_plot, self.knn_plot, self.lr_plot):
-            for name in ("left", "bottom"):
-                plot.getAxis(name).setPen(axis_pen)
-                plot.getAxis(name).setTextPen(axis_pen)
+        style_plots(self.plots, (self.loss_plot, self.knn_plot, self.lr_plot), dark)
 
     def cancel(self) -> None:
         if self.worker is not None:

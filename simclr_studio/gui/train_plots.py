@@ -6,7 +6,6 @@ every choice below keeps a redraw cheap (measured with benchmarks/gui_latency.py
 
 from __future__ import annotations
 
-import csv
 import math
 import time
 from pathlib import Path
@@ -28,7 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from simclr_studio.export import write_csv
 from simclr_studio.gui.knn_plot import KnnPlot
+from simclr_studio.gui.plot_style import style_plots
 from simclr_studio.history import RunHistory, smooth_ema
 
 # Text and progress follow events at ~15 Hz; the curves redraw at most 10 times a second.
@@ -146,14 +147,8 @@ class TrainPlots(QWidget):
         layout.addWidget(self.plots, 1)
 
     def apply_theme(self, dark: bool) -> None:
-        self.plots.setBackground("#1e1f22" if dark else "w")
-        axis_pen = pg.mkPen("#c8c8c8" if dark else "#444")
+        style_plots(self.plots, (*self.step_plots, self.knn_plot), dark)
         self.loss_raw.setPen(pg.mkPen((58, 78, 110) if dark else (180, 200, 238), width=1))  # faint, not see-through
-        for plot in (*self.step_plots, self.knn_plot):
-            for name in ("left", "bottom"):
-                plot.getAxis(name).setPen(axis_pen)
-                plot.getAxis(name).setTextPen(axis_pen)
-            plot.titleLabel.setText(plot.titleLabel.text, color="#e0e0e0" if dark else "#222")
 
     def reset(self) -> None:
         """A new run: every axis follows its data again (the step axes until it plans its length)."""
@@ -321,15 +316,18 @@ def nearest_index(steps: list[int], x: float) -> int | None:
     return i
 
 
-def step_epochs(h: RunHistory) -> list[int | None]:
-    """Each step's epoch (1-based), from the run's steps per epoch; None when unknown."""
+def step_epoch(h: RunHistory, step: int) -> int | None:
+    """The epoch (1-based) of a global step, from the run's steps per epoch; None when unknown."""
     spe = h.started.steps_per_epoch if h.started is not None else 0
-    return [(s - 1) // spe + 1 if spe > 0 else None for s in h.steps]
+    return (step - 1) // spe + 1 if spe > 0 else None
+
+
+def step_epochs(h: RunHistory) -> list[int | None]:
+    return [step_epoch(h, s) for s in h.steps]
 
 
 def step_readout(h: RunHistory, i: int, smoothed: float) -> str:
-    spe = h.started.steps_per_epoch if h.started is not None else 0
-    epoch = (h.steps[i] - 1) // spe + 1 if spe > 0 else None
+    epoch = step_epoch(h, h.steps[i])
     return (f"step {h.steps[i]:,}" + (f" · epoch {epoch}" if epoch else "") + f" · loss {h.loss[i]:.4f}"
             f" · smoothed {smoothed:.4f} · lr {h.lr[i]:.3g} · {h.throughput[i]:,.0f} images/s")
 
@@ -341,9 +339,8 @@ def write_history_csv(h: RunHistory, path: str | Path, weight: float) -> None:
     last_of_epoch = {e: i for i, e in enumerate(epochs)}  # later rows overwrite: each epoch's last row
     knn_rows = {last_of_epoch[e]: acc for e, acc in knn.items() if e in last_of_epoch}
     smoothed = smooth_ema(np.asarray(h.loss, dtype=np.float64), weight)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(["step", "epoch", "loss", "loss_smoothed", "lr", "images_per_s", "knn_accuracy"])
-        for i, step in enumerate(h.steps):
-            out.writerow([step, "" if epochs[i] is None else epochs[i], repr(h.loss[i]), repr(float(smoothed[i])),
-                          repr(h.lr[i]), repr(h.throughput[i]), repr(knn_rows[i]) if i in knn_rows else ""])
+    rows = ([step, "" if epochs[i] is None else epochs[i], repr(h.loss[i]), repr(float(smoothed[i])), repr(h.lr[i]),
+             repr(h.throughput[i]), repr(knn_rows[i]) if i in knn_rows else ""] for i, step in enumerate(h.steps))
+    # The user already agreed to replace an existing file (TrainPlots._export asks).
+    write_csv(path, ["step", "epoch", "loss", "loss_smoothed", "lr", "images_per_s", "knn_accuracy"], rows,
+              overwrite=True)

@@ -15,13 +15,15 @@ decoding path, images it never trained on:
   re-encoded at quality 75 and 50, resized to 75 % and to 200 %, cropped to 95 % and 90 % of each side
   (centred; 90 % also at a corner), and, a harder case, cropped to 80 %.
 
-Two measures of similarity: the encoder's features alone, and the app's (the higher of that and the
-pixel signatures' cosine, ``signatures.py``). For each threshold T it prints the share of each kind of
+Three measures of similarity: the encoder's features alone; the higher of that and the pixel
+signatures' cosine (``signatures.py``); and the app's, which also takes crop similarity (``crops.py``)
+among each image's nearest by features. For each threshold T it prints the share of each kind of
 copy at least T similar to its original (found), the share of distinct images whose nearest neighbour
 is at least T similar (falsely grouped), and the groups ``duplicates.duplicate_pairs`` forms among the
 distinct images (how many, the largest).
 ``--speed`` instead times ``duplicates.duplicate_pairs`` at DUPLICATE_FLOOR on 100,000 × 512 random and
-clustered features and on all 70,000 Fashion-MNIST images through the trained encoder; each run is
+clustered features and on all 70,000 Fashion-MNIST images through the trained encoder, and the app's
+whole search (kNN graph, features, signatures and crops) on the latter; each run is
 appended with its load average (the development machine is shared). Writes JSON.
 """
 
@@ -117,40 +119,69 @@ def trained_run(work: Path, train_dir: Path, minutes: float) -> Path:
 
 
 def embed(run: Path, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(features, pixel signatures) through the app's own decoding and embedding path."""
+    """(features, grey thumbnails) through the app's own decoding and embedding path."""
     from simclr_studio.embeddings import embed_paths
     from simclr_studio.trained import load_trained
 
     trained = load_trained(run)
-    feats, sigs, failures = embed_paths(trained.model.backbone, paths, trained.config.image_size)
+    feats, thumbs, failures = embed_paths(trained.model.backbone, paths, trained.config.image_size)
     assert not failures, failures
-    return feats, sigs
+    return feats, thumbs
 
 
-MEASURES = ("features", "features or pixels")  # the encoder's cosine alone; the higher of it and the signatures'
+# The encoder's cosine alone; the higher of it and the pixel signatures'; the app's: also crop similarity
+# (from duplicates.CROP_FLOOR, among each image's duplicates.CROP_NEIGHBOURS nearest by features).
+MEASURES = ("features", "features or pixels", "features, pixels or crops")
+
+
+def both_ways(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from simclr_studio.crops import crop_similarity
+
+    s = crop_similarity(thumbs, np.r_[a, b], np.r_[b, a])
+    return np.maximum(s[: len(a)], s[len(a):])
 
 
 def measure(run: Path, distinct: list[str], rows: np.ndarray, copies: dict[str, list[str]]) -> dict:
     """Per measure: copies' similarity to their originals, distinct images' to their nearest other, and
-    the share found / grouped at each threshold (with the groups ``duplicate_pairs`` forms)."""
+    the share found / grouped at each threshold (with the groups ``duplicate_pairs`` forms). Crops are
+    measured as the app does: a copy's crop similarity counts only when it or its original is among
+    the other's nearest by features, in a folder of the distinct images and that kind of copy."""
+    from simclr_studio.crops import crop_pairs
     from simclr_studio.curate import knn_graph
-    from simclr_studio.duplicates import duplicate_pairs
+    from simclr_studio.duplicates import CROP_FLOOR, CROP_NEIGHBOURS, duplicate_pairs
     from simclr_studio.neighbours import normalize_rows
+    from simclr_studio.signatures import thumbnail_signatures
 
-    base, base_sigs = embed(run, distinct)
+    base, base_thumbs = embed(run, distinct)
+    base_sigs = thumbnail_signatures(base_thumbs)
+    graph = knn_graph(base, CROP_NEIGHBOURS)[0]
     # The nearest other image under the higher of two similarities is the higher of the two nearest.
     nearest_f = knn_graph(base, 1)[1][:, 0]
-    nearest = {MEASURES[0]: nearest_f, MEASURES[1]: np.maximum(nearest_f, knn_graph(base_sigs, 1)[1][:, 0])}
-    unit, unit_sigs = normalize_rows(base)[rows], normalize_rows(base_sigs)[rows]
+    nearest_p = np.maximum(nearest_f, knn_graph(base_sigs, 1)[1][:, 0])
+    nearest_c = nearest_p.copy()
+    i, j, sim = crop_pairs(base_thumbs, graph, CROP_FLOOR)
+    np.maximum.at(nearest_c, np.r_[i, j], np.r_[sim, sim])
+    nearest = dict(zip(MEASURES, (nearest_f, nearest_p, nearest_c), strict=True))
+    unit, unit_sigs = normalize_rows(base)[rows], base_sigs[rows]
     copy_sims: dict[str, dict[str, np.ndarray]] = {m: {} for m in MEASURES}
+    candidates: dict[str, float] = {}  # share of copies among their original's nearest, or it among theirs
+    n = len(distinct)
     for kind, paths in copies.items():
-        feats, sigs = embed(run, paths)
+        feats, thumbs = embed(run, paths)
         f = (normalize_rows(feats) * unit).sum(1)
+        p = np.maximum(f, (thumbnail_signatures(thumbs) * unit_sigs).sum(1))
+        folder = knn_graph(np.concatenate([base, feats]), CROP_NEIGHBOURS)[0]
+        copy_rows = n + np.arange(len(rows))
+        candidate = (folder[rows] == copy_rows[:, None]).any(1) | (folder[copy_rows] == rows[:, None]).any(1)
+        crop = both_ways(np.concatenate([base_thumbs, thumbs]), rows, copy_rows)
+        candidates[kind] = float(candidate.mean())
         copy_sims[MEASURES[0]][kind] = f
-        copy_sims[MEASURES[1]][kind] = np.maximum(f, (normalize_rows(sigs) * unit_sigs).sum(1))
-    result: dict = {"n_distinct": len(distinct), "n_copied": len(rows)}
+        copy_sims[MEASURES[1]][kind] = p
+        copy_sims[MEASURES[2]][kind] = np.where(candidate & (crop >= CROP_FLOOR), np.maximum(p, crop), p)
+    result: dict = {"n_distinct": len(distinct), "n_copied": len(rows), "crop_candidates": candidates}
     for m in MEASURES:
-        pairs = duplicate_pairs(base, floor=min(THRESHOLDS), signatures=base_sigs if m == MEASURES[1] else None)
+        pairs = duplicate_pairs(base, floor=min(THRESHOLDS), thumbnails=base_thumbs if m != MEASURES[0] else None,
+                                neighbours=graph if m == MEASURES[2] else None)
         table = []
         for t in THRESHOLDS:
             groups = pairs.groups(t) if t >= pairs.floor else None
@@ -198,12 +229,14 @@ def search_speed(n: int, dim: int, features: dict[str, np.ndarray] | None = None
     return rows
 
 
-def all_fmnist_features(run: Path) -> np.ndarray:
-    """The trained encoder's features of all 70,000 Fashion-MNIST images (train and test)."""
+def all_fmnist_features(run: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The trained encoder's features and the grey thumbnails of all 70,000 Fashion-MNIST images (train
+    and test)."""
     import torch
     from fashion_mnist import load_split
 
     from simclr_studio.evaluate import extract_features, iter_batches
+    from simclr_studio.signatures import grey_thumbnails
     from simclr_studio.trained import load_trained
 
     trained = load_trained(run)
@@ -211,11 +244,38 @@ def all_fmnist_features(run: Path) -> np.ndarray:
     x = torch.from_numpy(images)[:, None].expand(-1, 3, -1, -1)
     if trained.config.image_size != 28:
         x = torch.nn.functional.interpolate(x.float(), size=trained.config.image_size, mode="bilinear").round().byte()
-    return extract_features(trained.model.backbone, iter_batches(x.contiguous(), 1024))
+    x = x.contiguous()
+    return extract_features(trained.model.backbone, iter_batches(x, 1024)), grey_thumbnails(x)
+
+
+def app_search_speed(name: str, feats: np.ndarray, thumbs: np.ndarray) -> dict:
+    """Seconds of the app's whole duplicate search: the kNN graph (which outliers and mislabels share),
+    then features, pixel signatures and crops (``duplicate_pairs`` with thumbnails and neighbours)."""
+    import torch
+
+    from simclr_studio.curate import knn_graph
+    from simclr_studio.duplicates import CROP_NEIGHBOURS, DUPLICATE_FLOOR, duplicate_pairs
+
+    start = time.perf_counter()
+    graph = knn_graph(feats, CROP_NEIGHBOURS)[0]
+    graph_s = time.perf_counter() - start
+    plain = duplicate_pairs(feats, DUPLICATE_FLOOR, thumbnails=thumbs)
+    pixels_s = time.perf_counter() - start - graph_s
+    pairs = duplicate_pairs(feats, DUPLICATE_FLOOR, thumbnails=thumbs, neighbours=graph)
+    all_s = time.perf_counter() - start - graph_s - pixels_s
+    row = {"case": name + ", the app's search", "graph_seconds": round(graph_s, 2),
+           "features_and_pixels_seconds": round(pixels_s, 2), "with_crops_seconds": round(all_s, 2),
+           "pairs": len(pairs.i), "pairs_without_crops": len(plain.i), "floor": pairs.floor,
+           "threads": torch.get_num_threads()}
+    print(f"{row['case']}: kNN graph {graph_s:.1f} s; features and pixels {pixels_s:.1f} s; "
+          f"with crops {all_s:.1f} s ({len(plain.i):,} → {len(pairs.i):,} pairs)")
+    return row
 
 
 def print_table(result: dict) -> None:
     print(f"copies of {result['n_copied']} unseen images vs {result['n_distinct']} distinct images")
+    print("crop candidates (copy or original among the other's nearest by features): "
+          + ", ".join(f"{kind} {share:.3f}" for kind, share in result["crop_candidates"].items()))
     for m in MEASURES:
         r = result[m]
         kinds = list(r["copy_similarity"])
@@ -259,9 +319,11 @@ def main() -> None:
         load_before = os.getloadavg()[0]
         fmnist_run = args.run or trained_run(args.work / "fmnist", dataset("fmnist", args.work, False)[0],
                                              args.minutes or 4.0)
-        real = all_fmnist_features(fmnist_run)
+        real, thumbs = all_fmnist_features(fmnist_run)
         n = 20_000 if args.quick else 100_000
-        rows = search_speed(n, 512, {f"Fashion-MNIST {len(real):,} × {real.shape[1]} (trained tiny-cnn)": real})
+        name = f"Fashion-MNIST {len(real):,} × {real.shape[1]} (trained tiny-cnn)"
+        rows = search_speed(n, 512, {name: real})
+        rows.append(app_search_speed(name, real, thumbs))
         run = {"when": time.strftime("%Y-%m-%d %H:%M"), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
                "load_average": [load_before, os.getloadavg()[0]], "machine": platform.processor() or platform.machine(),
                "cases": rows}

@@ -5,10 +5,11 @@ duplicate slider moves, and while curation work runs, in the real panel.
         [--out benchmarks/results/explore_latency.json]
 
 A 5 ms QTimer runs on the GUI thread (gui_latency.StallMeter); every gap beyond the interval is a stall.
-The panel gets N labelled points (Gaussian blobs in 128-d, ten classes, 1 % exact copies) as if
-embedded, so what is measured is the panel's own work: t-SNE snapshots drawn every ~0.5 s (openTSNE
-in a worker thread; its imports done first, as the app does behind its splash, and timed apart),
-the duplicate search, then the slider dragged across its range (the count
+The panel gets N labelled points (Gaussian blobs in 128-d, ten classes, 1 % exact copies, made-up
+grey thumbnails) as if embedded, so what is measured is the panel's own work: t-SNE snapshots drawn
+every ~0.5 s (openTSNE in a worker thread; its imports done first, as the app does behind its
+splash, and timed apart), the duplicate search (the kNN graph, then features, pixel signatures and
+crops), then the slider dragged across its range (the count
 follows every step, the groups are redrawn when it rests), outliers and mislabels.
 The target is no stall over 100 ms.
 """
@@ -41,6 +42,19 @@ def blobs(n: int, dims: int = 128, classes: int = 10, seed: int = 0) -> tuple[np
     return features, labels
 
 
+def thumbnails(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Made-up grey thumbnails: a smooth pattern per class plus each image's own (look-alikes, so the
+    duplicate search's crop stage has pairs to refine, as on real folders)."""
+    import torch
+
+    from simclr_studio.signatures import SIDE
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (labels.max() + 1, 1, 4, 4))[labels] + rng.normal(0, 25, (len(labels), 1, 4, 4))
+    smooth = torch.nn.functional.interpolate(torch.from_numpy(coarse).float(), size=(SIDE, SIDE), mode="bicubic")
+    return smooth[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=50_000)
@@ -66,7 +80,8 @@ def main() -> None:
     startup_imports_s = time.perf_counter() - start
     features, labels = blobs(args.n)
     emb = Embeddings(features, [f"/nonexistent/img_{i:07d}.png" for i in range(args.n)], labels,
-                     [f"class {c}" for c in range(10)], "benchmark.pt", maps={"pca": pca_2d(features)})
+                     [f"class {c}" for c in range(10)], "benchmark.pt", maps={"pca": pca_2d(features)},
+                     thumbnails=thumbnails(labels))
     panel = ExplorePanel()
     panel.resize(1400, 900)
     panel.show()

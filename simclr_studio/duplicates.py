@@ -1,10 +1,13 @@
-"""Near-duplicate search: every pair of rows whose cosine similarity reaches a floor, exact, and the
-groups those pairs form at any threshold above it.
+"""Near-duplicate search: every pair of rows whose similarity reaches a floor, and the groups those
+pairs form at any threshold above it.
 
-A pair's similarity is the cosine of the encoder's features, or, given pixel signatures
-(``signatures.py``), the higher of that and the cosine of the signatures: features group what the
-encoder sees as the same, signatures the near-exact copies (re-encoded, resized) a briefly trained
-encoder does not tell from look-alikes (see DEFAULT_DUPLICATE_THRESHOLD). Each is searched on its own.
+A pair's similarity is the cosine of the encoder's features, or, given grey thumbnails
+(``signatures.py``), the highest of that, the cosine of their pixel signatures and, given each row's
+nearest neighbours by features, their crop similarity (``crops.py``, from ``CROP_FLOOR`` up): features
+group what the encoder sees as the same, signatures the near-exact copies (re-encoded, resized) a
+briefly trained encoder does not tell from look-alikes, crops the cropped copies neither finds (see
+DEFAULT_DUPLICATE_THRESHOLD). Each is searched on its own: features and signatures over all pairs,
+crops among each row's ``CROP_NEIGHBOURS`` nearest.
 
 Pairs are searched once at ``DUPLICATE_FLOOR`` (``duplicate_pairs``, exact, in bounded memory: see
 ``pair_search``); they then group at any threshold above it without searching again
@@ -20,8 +23,10 @@ from functools import cached_property
 
 import numpy as np
 
+from simclr_studio import crops
 from simclr_studio.neighbours import normalize_rows
 from simclr_studio.pair_search import cap_pairs, cosine64, count_at_least, search_pairs, squared_norms64
+from simclr_studio.signatures import thumbnail_signatures
 
 ProgressFn = Callable[[int, int], None]
 StopFn = Callable[[], bool]
@@ -31,22 +36,35 @@ DUPLICATE_FLOOR = 0.90
 too many similar pairs, see MAX_DUPLICATE_PAIRS)."""
 
 DEFAULT_DUPLICATE_THRESHOLD = 0.999
-"""Images at least this similar (the higher of the feature and pixel-signature cosines) are grouped by
-default: the lowest threshold at which distinct images are rarely grouped. Measured by
+"""Images at least this similar (the highest of the feature, pixel-signature and crop similarities) are
+grouped by default: the lowest threshold at which distinct images are rarely grouped. Measured by
 benchmarks/duplicates.py (results/duplicates.json; encoders trained 4 CPU-minutes by the default
 recipe, images they never saw; copies of 500 of them), share found / grouped at 0.999:
 
-                                   Fashion-MNIST (10,000)       emoji (1,517, 32 px colour)
-                                   features   with signatures   features   with signatures
-    exact copies                   1.00       1.00              1.00       1.00
-    JPEG quality 75 / 50           0.58/0.28  1.00/0.96         0.27/0.14  0.75/0.44
-    resized to 75 % / 200 %        0.00/0.03  0.98/1.00         0.35/0.92  1.00/1.00
-    cropped to 95 % / 90 %         0.00/0.00  0.00/0.00         0.01/0.00  0.01/0.00
-    distinct images grouped        0.024      0.024             0.011      0.018
+                                   Fashion-MNIST (10,000)              emoji (1,517, 32 px colour)
+                                   features  + signatures  + crops     features  + signatures  + crops
+    exact copies                   1.00      1.00          1.00        1.00      1.00          1.00
+    JPEG quality 75 / 50           0.58/0.28 1.00/0.96     1.00/0.96   0.27/0.14 0.75/0.44     0.76/0.46
+    resized to 75 % / 200 %        0.00/0.03 0.98/1.00     0.99/1.00   0.35/0.92 1.00/1.00     1.00/1.00
+    cropped to 95 % (centre)       0.00      0.00          0.93        0.01      0.01          1.00
+    cropped to 90 % (centre/corner) 0.00/0.00 0.00/0.00    0.74/0.73   0.00/0.01 0.00/0.01     1.00/1.00
+    distinct images grouped        0.024     0.024         0.024       0.011     0.018         0.018
 
-Crops are not found at any threshold that keeps distinct images apart: the encoder is trained to
-ignore them, and on these small centred images a 5 % crop moves the layout more than a look-alike
-differs. Lower the threshold (the app's slider, ``curate --duplicates``) to find more."""
+Crops are found by crop similarity (``crops.py``) only: the encoder is trained to ignore them, and on
+these small centred images a 5 % crop moves the whole layout more than a look-alike differs. Of the
+Fashion-MNIST 90 % crops (centre / corner), 8 % / 15 % are missed because neither the copy nor its
+original is among the other's 20 nearest by features, and 19 % / 13 % because their best box scores
+under 0.999 (a 25-pixel crop of a 28-pixel image, resampled twice, loses detail). Lower the threshold
+(the app's slider, ``curate --duplicates``) to find more."""
+
+CROP_NEIGHBOURS = 20
+"""Crop similarity is measured between each row and its this many nearest rows by features (and back),
+the kNN graph that outliers and mislabels use too. benchmarks/duplicates.py (``crop_candidates``): with
+the 4-CPU-minute encoder, a Fashion-MNIST copy cropped to 95 % / 90 % (centre) / 90 % (corner) or its
+original is among the other's 20 nearest for 94 % / 92 % / 85 % of them."""
+
+CROP_FLOOR = 0.99
+"""Crop pairs less similar than this are not kept: below it, a box of one image matches many look-alikes."""
 
 MAX_DUPLICATE_PAIRS = 2_000_000
 """At most this many pairs are kept (20 bytes each). When more pairs reach the floor, the floor is
@@ -70,6 +88,7 @@ class DuplicatePairs:
     floor: float  # the threshold searched at (raised from the one asked when MAX_DUPLICATE_PAIRS was reached)
     n: int  # rows in the features
     units: tuple[np.ndarray, ...] = field(repr=False, compare=False)  # normalised features (and signatures)
+    thumbnails: np.ndarray | None = field(default=None, repr=False, compare=False)  # when crops were searched
 
     def _check(self, threshold: float) -> None:
         if threshold < self.floor:
@@ -132,34 +151,50 @@ class DuplicatePairs:
         return sorted(found, key=lambda g: (-len(g.rows), g.rows[0]))
 
     def _scores(self, rows: np.ndarray, firsts: np.ndarray, chunk: int = 8192) -> np.ndarray:
-        """The similarity of each row to its group's reference: the pairs' own measure, the higher of the
-        channels' cosines (computed in float64 a chunk at a time, as the search verifies pairs)."""
+        """The similarity of each row to its group's reference: the pairs' own measure, the highest of the
+        channels' (cosines computed in float64 a chunk at a time, as the search verifies pairs)."""
         scores = np.full(len(rows), -1.0, np.float32)
         for start in range(0, len(rows), chunk):
             part = slice(start, start + chunk)
             for unit in self.units:
                 a, b = unit[rows[part]], unit[firsts[part]]
                 scores[part] = np.maximum(scores[part], cosine64(a, b, squared_norms64(a), squared_norms64(b)))
+        if self.thumbnails is not None and len(rows):
+            both = crops.crop_similarity(self.thumbnails, np.r_[rows, firsts], np.r_[firsts, rows], self.units[-1])
+            crop = np.maximum(both[: len(rows)], both[len(rows):])
+            scores = np.maximum(scores, np.where(crop >= np.float32(CROP_FLOOR), crop, -1.0).astype(np.float32))
         return scores
 
 
 def duplicate_pairs(features: np.ndarray, floor: float = DUPLICATE_FLOOR, progress: ProgressFn | None = None,
                     should_stop: StopFn | None = None, max_pairs: int = MAX_DUPLICATE_PAIRS,
-                    signatures: np.ndarray | None = None) -> DuplicatePairs:
-    """Every pair of rows whose cosine similarity is ≥ ``floor``, exact (see MAX_DUPLICATE_PAIRS for the cap).
-    With ``signatures`` (one row per feature row), a pair's similarity is the higher of the two cosines."""
+                    thumbnails: np.ndarray | None = None, neighbours: np.ndarray | None = None) -> DuplicatePairs:
+    """Every pair of rows whose similarity is ≥ ``floor`` (see MAX_DUPLICATE_PAIRS for the cap): the
+    features' cosine; with ``thumbnails`` (uint8 [N, SIDE, SIDE], one per row) the higher of that and
+    the signatures'; with ``neighbours`` too (int64 [N, ≥ k]: each row's nearest by features, e.g.
+    ``curate.knn_graph``), crop similarity among them as well."""
     if not 0.01 <= floor <= 1.0:
         raise ValueError(f"the duplicate floor must be between 0.01 and 1, got {floor}")
-    channels = [features] if signatures is None else [features, signatures]
-    if signatures is not None and len(signatures) != len(features):
-        raise ValueError(f"{len(signatures)} signatures for {len(features)} feature rows")
+    for name, rows in (("thumbnails", thumbnails), ("neighbour lists", neighbours)):
+        if rows is not None and len(rows) != len(features):
+            raise ValueError(f"{len(rows)} {name} for {len(features)} feature rows")
+    if neighbours is not None and thumbnails is None:
+        raise ValueError("crops are searched with thumbnails: none were given")
+    channels = [features] if thumbnails is None else [features, thumbnail_signatures(thumbnails)]
+    parts = len(channels) + (neighbours is not None)
     found = []
     for c, vectors in enumerate(channels):
-        part = None if progress is None else _part_of(progress, c, len(channels))
+        part = None if progress is None else _part_of(progress, c, parts)
         found.append(search_pairs(np.ascontiguousarray(normalize_rows(vectors)), floor, part, should_stop,
                                    max_pairs))
+    if neighbours is not None and thumbnails is not None:
+        part = None if progress is None else _part_of(progress, parts - 1, parts)
+        i, j, sim = crops.crop_pairs(thumbnails, neighbours[:, :CROP_NEIGHBOURS], max(floor, CROP_FLOOR), part,
+                                     should_stop, whole=channels[1])
+        found.append((channels[1], i, j, sim, floor))
     i, j, sim, floor = found[0][1:] if len(found) == 1 else _merge(found, max_pairs)
-    pairs = DuplicatePairs(i, j, sim, floor, len(features), tuple(unit for unit, *_ in found))
+    units = tuple(unit for unit, *_ in found[:len(channels)])
+    pairs = DuplicatePairs(i, j, sim, floor, len(features), units, thumbnails if neighbours is not None else None)
     pairs.count(pairs.floor)  # builds the forest here, in the search's thread: a slider's first count is instant
     return pairs
 
@@ -191,7 +226,8 @@ def _merge(found: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, flo
 
 def near_duplicates(features: np.ndarray, threshold: float = DEFAULT_DUPLICATE_THRESHOLD,
                     progress: ProgressFn | None = None, should_stop: StopFn | None = None,
-                    max_pairs: int = MAX_DUPLICATE_PAIRS, signatures: np.ndarray | None = None) -> list[DuplicateGroup]:
+                    max_pairs: int = MAX_DUPLICATE_PAIRS, thumbnails: np.ndarray | None = None,
+                    neighbours: np.ndarray | None = None) -> list[DuplicateGroup]:
     """Groups of near-duplicate rows at ``threshold`` (searched at that threshold: no slider)."""
-    pairs = duplicate_pairs(features, threshold, progress, should_stop, max_pairs, signatures)
+    pairs = duplicate_pairs(features, threshold, progress, should_stop, max_pairs, thumbnails, neighbours)
     return pairs.groups(max(threshold, pairs.floor))

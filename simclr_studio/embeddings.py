@@ -33,7 +33,7 @@ class Embeddings:
     classes: list[str]
     checkpoint: str  # the checkpoint file, or RANDOM_INIT
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason) of images that failed to decode
-    signatures: np.ndarray | None = None  # float32 [N, signatures.DIMS]: pixel signatures, for near-exact copies
+    thumbnails: np.ndarray | None = None  # uint8 [N, SIDE, SIDE] grey thumbnails (signatures.py): near-exact copies
     maps: dict[str, np.ndarray] = field(default_factory=dict)  # "pca" / "tsne" → float32 [N, 2]
 
     def __len__(self) -> int:
@@ -82,8 +82,8 @@ def _save(emb: Embeddings, path: Path) -> None:
     arrays: dict[str, Any] = dict(features=emb.features.astype(np.float32), paths=np.asarray(emb.paths, dtype=str),
                   labels=emb.labels.astype(np.int64), classes=np.asarray(emb.classes, dtype=str),
                   meta=np.asarray(json.dumps({"checkpoint": emb.checkpoint, "skipped": emb.skipped})))
-    if emb.signatures is not None:
-        arrays["signatures"] = emb.signatures.astype(np.float32)
+    if emb.thumbnails is not None:
+        arrays["thumbnails"] = emb.thumbnails.astype(np.uint8)
     for name, coords in dict(emb.maps).items():  # a snapshot: another thread may be adding a map
         arrays[f"map_{name}"] = coords.astype(np.float32)
 
@@ -101,17 +101,17 @@ def load(path: str | Path) -> Embeddings:
         return Embeddings(features=z["features"], paths=[str(p) for p in z["paths"]], labels=z["labels"],
                           classes=[str(c) for c in z["classes"]], checkpoint=meta["checkpoint"],
                           skipped=[tuple(s) for s in meta["skipped"]], maps=maps,
-                          signatures=z["signatures"] if "signatures" in z.files else None)
+                          thumbnails=z["thumbnails"] if "thumbnails" in z.files else None)
 
 
 def load_cached(path: Path) -> Embeddings | None:
-    """The cached embeddings, or None when there are none, the file is unreadable or it predates pixel
-    signatures (then recomputed)."""
+    """The cached embeddings, or None when there are none, the file is unreadable or it predates grey
+    thumbnails (then recomputed)."""
     try:
         cached = load(path) if path.is_file() else None
     except Exception:  # truncated or foreign file (BadZipFile, EOFError, ...): embed again, overwrite it
         return None
-    return cached if cached is not None and cached.signatures is not None else None
+    return cached if cached is not None and cached.thumbnails is not None else None
 
 
 def random_encoder(trained: TrainedModel, seed: int = 0) -> torch.nn.Module:
@@ -136,37 +136,37 @@ def embed_folder(
 ) -> Embeddings:
     """Embed every image of ``scan`` with the checkpoint's encoder (or ``encoder``), in bounded memory."""
     encoder = encoder if encoder is not None else trained.model.backbone
-    feats, sigs, failures = embed_paths(encoder, scan.paths, trained.config.image_size, device, batch_size,
+    feats, thumbs, failures = embed_paths(encoder, scan.paths, trained.config.image_size, device, batch_size,
                                         progress=progress, should_stop=should_stop,
                                         max_pixels=trained.config.max_image_pixels)
     kept = scan.drop(failures) if failures else scan
     return Embeddings(features=feats, paths=list(kept.paths), labels=np.asarray(kept.labels, dtype=np.int64),
                       classes=list(kept.classes), checkpoint=checkpoint or str(trained.checkpoint),
-                      skipped=[(s.path, s.reason) for s in kept.skipped[len(scan.skipped):]], signatures=sigs)
+                      skipped=[(s.path, s.reason) for s in kept.skipped[len(scan.skipped):]], thumbnails=thumbs)
 
 
 def embed_paths(encoder: torch.nn.Module, paths: list[str], size: int, device: str | torch.device = "cpu",
                 batch_size: int = 256, chunk: int = 512, progress: Callable[[int, int], None] | None = None,
                 should_stop: Callable[[], bool] | None = None, max_pixels: int | None = None,
-                signatures: bool = True) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
-    """Decode the files a chunk at a time (bounded memory): (features, pixel signatures, {index: reason}
-    of the files that failed), the rows of both in the order of the files that decoded. Without
-    ``signatures`` (only duplicate search uses them) their array has no columns."""
+                thumbnails: bool = True) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
+    """Decode the files a chunk at a time (bounded memory): (features, grey thumbnails (uint8 [N, SIDE,
+    SIDE], ``signatures.grey_thumbnails``), {index: reason} of the files that failed), the rows of both
+    in the order of the files that decoded. Without ``thumbnails`` (only duplicate search uses them)
+    their array is empty."""
     from simclr_studio.evaluate import extract_features, files_to_features, iter_batches
-    from simclr_studio.signatures import DIMS, image_signatures
+    from simclr_studio.signatures import SIDE, grey_thumbnails
 
     encoder.to(torch.device(device))
-    dims = DIMS if signatures else 0
+    thumbs: list[np.ndarray] = []
 
     def featurize(images: torch.Tensor) -> np.ndarray:
-        feats = extract_features(encoder, iter_batches(images, batch_size), device)
-        return np.concatenate([feats, image_signatures(images)], 1) if signatures else feats
+        if thumbnails:
+            thumbs.append(grey_thumbnails(images))  # chunks come in order: rows match the features'
+        return extract_features(encoder, iter_batches(images, batch_size), device)
 
-    both, failures = files_to_features(paths, size, featurize, chunk, progress, should_stop, max_pixels)
-    if both.size == 0:
-        return both, np.zeros((0, dims), np.float32), failures
-    split = both.shape[1] - dims
-    return np.ascontiguousarray(both[:, :split]), np.ascontiguousarray(both[:, split:]), failures
+    feats, failures = files_to_features(paths, size, featurize, chunk, progress, should_stop, max_pixels)
+    grey = np.concatenate(thumbs) if thumbs else np.zeros((0, SIDE, SIDE), np.uint8)
+    return feats, grey, failures
 
 
 def embed_cached(trained: TrainedModel, scan: ScanResult, device: str | torch.device = "cpu", random_init: bool = False,

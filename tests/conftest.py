@@ -177,3 +177,17 @@ def window(qtbot, tmp_path, monkeypatch):
     yield win
     if win.train_panel.session.is_running():
         win.train_panel.stop_and_wait()
+
+
+def smooth_image(seed: int, side: int = 96):
+    """A photo-like RGB image (PIL): a few soft colour blobs on a gradient."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:side, 0:side] / side
+    img = np.stack([x * rng.uniform(0, 255), y * rng.uniform(0, 255), np.full_like(x, rng.uniform(0, 255))], -1)
+    for _ in range(6):
+        cy, cx, r = rng.uniform(0, 1, 2).tolist() + [rng.uniform(0.05, 0.25)]
+        blob = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))[..., None]
+        img = img * (1 - blob) + blob * rng.uniform(0, 255, 3)
+    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))

@@ -120,16 +120,16 @@ def test_unreadable_cache_is_recomputed(trained_run):
     assert not cached and len(emb) == 12
 
 
-def test_signatures_are_cached_and_a_cache_without_them_is_recomputed(trained_run):
+def test_thumbnails_are_cached_and_a_cache_without_them_is_recomputed(trained_run):
     from simclr_studio.embeddings import embed_cached, load, save
-    from simclr_studio.signatures import DIMS
+    from simclr_studio.signatures import SIDE
 
     run, scan = trained_run
     emb, path, _ = embed_cached(run, scan)
-    assert emb.signatures is not None and emb.signatures.shape == (len(emb), DIMS)
-    np.testing.assert_array_equal(load(path).signatures, emb.signatures)
-    emb.signatures = None  # as a cache written before pixel signatures existed
+    assert emb.thumbnails is not None and emb.thumbnails.shape == (len(emb), SIDE, SIDE)
+    np.testing.assert_array_equal(load(path).thumbnails, emb.thumbnails)
+    emb.thumbnails = None  # as a cache written before grey thumbnails were kept
     save(emb, path)
     again, _, cached = embed_cached(run, scan)
-    assert not cached and again.signatures is not None
-    np.testing.assert_allclose(again.signatures, load(path).signatures)
+    assert not cached and again.thumbnails is not None
+    np.testing.assert_array_equal(again.thumbnails, load(path).thumbnails)

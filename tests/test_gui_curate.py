@@ -176,7 +176,10 @@ def test_duplicates_slider_counts_live_and_a_group_becomes_the_selection(explore
     view = panel.duplicates
     view.find.click()
     qtbot.waitUntil(lambda: panel.curation.duplicates is not None, timeout=20_000)
-    pairs = duplicates.duplicate_pairs(panel.session.embeddings.features)
+    emb = panel.session.embeddings
+    assert emb.thumbnails is not None
+    graph = curate.knn_graph(emb.features, duplicates.CROP_NEIGHBOURS)[0]
+    pairs = duplicates.duplicate_pairs(emb.features, thumbnails=emb.thumbnails, neighbours=graph)
     for step in (0, 500, 1000):
         view.slider.setValue(step)
         assert f": {pairs.count(view.threshold()):,} group" in view.summary.text()

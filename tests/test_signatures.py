@@ -1,29 +1,18 @@
 """Pixel signatures: near-exact copies (resized, re-encoded) keep their signature; other images don't;
-and the duplicate search uses the higher of the feature and signature similarities."""
+and the duplicate search uses the higher of the feature and signature similarities (of thumbnails)."""
 
 import io
 
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_image
 from PIL import Image
 
 from simclr_studio.duplicates import duplicate_pairs
 from simclr_studio.image_cache import decode_all
 from simclr_studio.neighbours import normalize_rows
-from simclr_studio.signatures import DIMS, image_signatures
-
-
-def smooth_image(seed: int, side: int = 96) -> Image.Image:
-    """A photo-like RGB image: a few soft colour blobs on a gradient."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:side, 0:side] / side
-    img = np.stack([x * rng.uniform(0, 255), y * rng.uniform(0, 255), np.full_like(x, rng.uniform(0, 255))], -1)
-    for _ in range(6):
-        cy, cx, r = rng.uniform(0, 1, 2).tolist() + [rng.uniform(0.05, 0.25)]
-        blob = np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * r * r))[..., None]
-        img = img * (1 - blob) + blob * rng.uniform(0, 255, 3)
-    return Image.fromarray(np.clip(img, 0, 255).astype(np.uint8))
+from simclr_studio.signatures import DIMS, SIDE, grey_thumbnails, image_signatures, thumbnail_signatures
 
 
 def copies(img: Image.Image, folder) -> list[str]:
@@ -69,16 +58,31 @@ def test_brightness_offsets_and_sizes_do_not_matter():
     assert image_signatures(torch.zeros((2, 3, 7, 7), dtype=torch.uint8)).shape == (2, DIMS)  # smaller than 32
 
 
+def random_thumbnails(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, 256, (n, SIDE, SIDE), dtype=np.uint8)
+
+
+def test_thumbnails_give_the_images_signatures():
+    rng = np.random.default_rng(3)
+    images = torch.from_numpy(rng.integers(0, 256, (3, 3, 40, 40), dtype=np.uint8))
+    thumbs = grey_thumbnails(images)
+    assert thumbs.shape == (3, SIDE, SIDE) and thumbs.dtype == np.uint8
+    sigs = thumbnail_signatures(thumbs)
+    assert np.allclose(np.linalg.norm(sigs, axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(sigs, image_signatures(images), atol=1e-6)
+    assert thumbnail_signatures(thumbs[:0]).shape == (0, DIMS)
+
+
 def test_pairs_take_the_higher_of_the_two_similarities():
     rng = np.random.default_rng(1)
     n = 300
     feats = rng.standard_normal((n, 16)).astype(np.float32)
-    sigs = rng.standard_normal((n, DIMS)).astype(np.float32)
+    thumbs = random_thumbnails(rng, n)
     feats[1] = feats[0] + 0.01 * rng.standard_normal(16)  # similar by features only
-    sigs[3] = sigs[2] + 0.01 * rng.standard_normal(DIMS)  # by signatures only
-    feats[5], sigs[5] = feats[4], sigs[4]  # by both
-    pairs = duplicate_pairs(feats, 0.9, signatures=sigs)
-    uf, us = normalize_rows(feats).astype(np.float64), normalize_rows(sigs).astype(np.float64)
+    thumbs[3] = np.clip(thumbs[2].astype(int) + rng.integers(-2, 3, (SIDE, SIDE)), 0, 255)  # by signatures only
+    feats[5], thumbs[5] = feats[4], thumbs[4]  # by both
+    pairs = duplicate_pairs(feats, 0.9, thumbnails=thumbs)
+    uf, us = normalize_rows(feats).astype(np.float64), thumbnail_signatures(thumbs).astype(np.float64)
     best = np.maximum(uf @ uf.T, us @ us.T)
     i, j = np.triu_indices(n, 1)
     expected = {(a, b): s for a, b, s in zip(i, j, best[i, j], strict=True) if s >= 0.9}
@@ -90,28 +94,32 @@ def test_pairs_take_the_higher_of_the_two_similarities():
     group = next(g for g in groups if g.rows[0] == 2)
     assert group.rows == (2, 3) and group.scores[1] == pytest.approx(best[2, 3], abs=1e-5)
     assert duplicate_pairs(feats, 0.9).count(0.9) == pairs.count(0.9) - 1  # (2, 3) only through signatures
-    with pytest.raises(ValueError, match="signatures for"):
-        duplicate_pairs(feats, 0.9, signatures=sigs[:10])
+    with pytest.raises(ValueError, match="thumbnails for"):
+        duplicate_pairs(feats, 0.9, thumbnails=thumbs[:10])
+    with pytest.raises(ValueError, match="none were given"):
+        duplicate_pairs(feats, 0.9, neighbours=np.zeros((n, 2), np.int64))
 
 
 def test_progress_covers_both_searches():
     rng = np.random.default_rng(2)
     seen = []
     duplicate_pairs(rng.standard_normal((200, 8)), 0.9, progress=lambda d, t: seen.append((d, t)),
-                    signatures=rng.standard_normal((200, DIMS)))
+                    thumbnails=random_thumbnails(rng, 200))
     assert seen[-1][0] == seen[-1][1] and [d for d, _ in seen] == sorted(d for d, _ in seen)
     assert any(d <= t // 2 for d, t in seen) and any(d > t // 2 for d, t in seen)  # half for each
 
 
-def test_embedding_gives_signatures_only_when_asked(tmp_path):
-    """``embed`` and ``eval`` do not need them: without, the same features and an empty signature array."""
+def test_embedding_gives_thumbnails_only_when_asked(tmp_path):
+    """``embed`` and ``eval`` do not need them: without, the same features and an empty thumbnail array."""
     from simclr_studio.embeddings import embed_paths
     from simclr_studio.model import build_backbone
 
     paths = copies(smooth_image(7, side=40), tmp_path)
     torch.manual_seed(0)
     encoder, _ = build_backbone("tiny-cnn")
-    feats, sigs, failures = embed_paths(encoder, paths, 32)
-    plain, none, _ = embed_paths(encoder, paths, 32, signatures=False)
-    assert not failures and sigs.shape == (4, DIMS) and none.shape == (4, 0)
+    feats, thumbs, failures = embed_paths(encoder, paths, 32)
+    plain, none, _ = embed_paths(encoder, paths, 32, thumbnails=False)
+    assert not failures and thumbs.shape == (4, SIDE, SIDE) and thumbs.dtype == np.uint8 and len(none) == 0
+    images, _ = decode_all(paths, 32)
+    np.testing.assert_array_equal(thumbs, grey_thumbnails(images))
     assert np.allclose(plain, feats, atol=1e-6)

@@ -51,11 +51,15 @@ def cmd_curate(args: argparse.Namespace) -> int:
     if not 0.0 < args.duplicates <= 1.0:
         raise CliError(f"--duplicates is a cosine similarity in (0, 1], not {args.duplicates}")
     run = load_trained(args.run_dir, args.checkpoint)
-    scan, feats, sigs = folder_embeddings(run, args.data_dir, args.batch_size, args.device, args.quiet)
+    scan, feats, thumbs = folder_embeddings(run, args.data_dir, args.batch_size, args.device, args.quiet)
     paths, n = scan.paths, len(scan.paths)
 
+    k = max(curate.OUTLIER_K, curate.MISLABEL_K, duplicates.CROP_NEIGHBOURS)  # one graph serves all three
+    with _bar("neighbours", args.quiet) as progress:
+        graph = curate.knn_graph(feats, k, progress)
     with _bar("duplicates", args.quiet) as progress:
-        pairs = duplicates.duplicate_pairs(feats, args.duplicates, progress, signatures=sigs)
+        pairs = duplicates.duplicate_pairs(feats, args.duplicates, progress, thumbnails=thumbs,
+                                           neighbours=graph[0])
     threshold = max(args.duplicates, pairs.floor)
     groups = pairs.groups(threshold)
     findings = curate.duplicate_findings(groups, paths)
@@ -65,9 +69,6 @@ def cmd_curate(args: argparse.Namespace) -> int:
         lines.append(f"  (more than {duplicates.MAX_DUPLICATE_PAIRS:,} similar pairs: "
                      f"threshold raised to {threshold:.4f})")
 
-    k = max(curate.OUTLIER_K, curate.MISLABEL_K if scan.labeled else 0)
-    with _bar("neighbours", args.quiet) as progress:
-        graph = curate.knn_graph(feats, k, progress)
     count = outlier_count(args.outliers, n)
     if count:
         rows, scores = curate.outliers(graph, count)

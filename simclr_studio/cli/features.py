@@ -20,13 +20,13 @@ if TYPE_CHECKING:
 def folder_features(run: TrainedModel, data_dir: str, batch_size: int, device: str,
                     quiet: bool) -> tuple[ScanResult, np.ndarray]:
     """Scan a folder and embed it chunk by chunk (bounded memory), with a progress bar."""
-    scan, feats, _ = folder_embeddings(run, data_dir, batch_size, device, quiet, signatures=False)
+    scan, feats, _ = folder_embeddings(run, data_dir, batch_size, device, quiet, thumbnails=False)
     return scan, feats
 
 
 def folder_embeddings(run: TrainedModel, data_dir: str, batch_size: int, device: str, quiet: bool,
-                      signatures: bool = True) -> tuple[ScanResult, np.ndarray, np.ndarray]:
-    """``folder_features``, and the images' pixel signatures (``signatures.py``) unless not wanted."""
+                      thumbnails: bool = True) -> tuple[ScanResult, np.ndarray, np.ndarray]:
+    """``folder_features``, and the images' grey thumbnails (``signatures.py``) unless not wanted."""
     from tqdm import tqdm
 
     from simclr_studio.data import scan_folder
@@ -41,13 +41,13 @@ def folder_embeddings(run: TrainedModel, data_dir: str, batch_size: int, device:
     dev = resolve_device(device)
     run.model.to(dev)
     with tqdm(total=len(scan), desc="embed", unit="img", disable=quiet, leave=False, file=sys.stderr) as bar:
-        feats, sigs, failures = embed_paths(run.model.backbone, scan.paths, run.config.image_size, dev, batch_size,
+        feats, thumbs, failures = embed_paths(run.model.backbone, scan.paths, run.config.image_size, dev, batch_size,
                                             chunk=2048, progress=lambda done, total: bar.update(done - bar.n),
-                                            max_pixels=run.config.max_image_pixels, signatures=signatures)
+                                            max_pixels=run.config.max_image_pixels, thumbnails=thumbnails)
     scan = scan.drop(failures) if failures else scan
     for skipped in scan.skipped:
         print(f"skipped {skipped.path}: {skipped.reason}", file=sys.stderr)
-    return scan, feats, sigs
+    return scan, feats, thumbs
 
 
 def cmd_embed(args: argparse.Namespace) -> int:

@@ -116,9 +116,10 @@ class DuplicatesView(QWidget):
         layout.addLayout(header(self.find, self.report))
         row = QHBoxLayout()
         similarity = QLabel("Similarity ≥")
-        similarity.setToolTip("A pair's similarity is the higher of two cosines: of the encoder's features, and of "
-                              "the images' pixel signatures (low frequencies of a grey thumbnail), which catch "
-                              "re-encoded and resized copies.")
+        similarity.setToolTip("A pair's similarity is the highest of three: the cosine of the encoder's features; "
+                              "that of the images' pixel signatures (low frequencies of a grey thumbnail), which "
+                              "catch re-encoded and resized copies; and, among each image's 20 nearest, how well "
+                              "one matches the best crop of the other, which catches cropped copies.")
         row.addWidget(similarity)
         row.addWidget(self.slider, 1)
         layout.addLayout(row)

@@ -32,6 +32,7 @@ OUTLIER_COUNT = 100  # outliers listed by default
 class DuplicatesFound:
     of: Embedded
     pairs: duplicates.DuplicatePairs  # searched once at the floor; grouped at any threshold above it
+    graph: curate.Graph | None  # the kNN graph crops were searched in (outliers and mislabels reuse it)
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,10 +75,10 @@ class Curation:
                 setattr(self, name, None)
 
     def _graph(self, embedded: Embedded, progress: Progress | None, should_stop: ShouldStop | None) -> curate.Graph:
-        for found in (self.outliers, self.mislabels):
-            if found is not None and found.of is embedded:
+        for found in (self.duplicates, self.outliers, self.mislabels):
+            if found is not None and found.of is embedded and found.graph is not None:
                 return found.graph
-        k = max(curate.OUTLIER_K, curate.MISLABEL_K)
+        k = max(curate.OUTLIER_K, curate.MISLABEL_K, duplicates.CROP_NEIGHBOURS)  # one graph serves all three
         return curate.knn_graph(embedded.embeddings.features, k, progress, should_stop)
 
     # ---- findings ---------------------------------------------------------------------------------
@@ -85,9 +86,10 @@ class Curation:
                         ) -> DuplicatesFound:
         embedded = self._current()
         emb = embedded.embeddings
-        return DuplicatesFound(embedded, duplicates.duplicate_pairs(emb.features, progress=progress,
-                                                                    should_stop=should_stop,
-                                                                    signatures=emb.signatures))
+        graph = None if emb.thumbnails is None else self._graph(embedded, progress, should_stop)
+        pairs = duplicates.duplicate_pairs(emb.features, progress=progress, should_stop=should_stop,
+                                           thumbnails=emb.thumbnails, neighbours=None if graph is None else graph[0])
+        return DuplicatesFound(embedded, pairs, graph)
 
     def find_outliers(self, count: int = OUTLIER_COUNT, progress: Progress | None = None,
                       should_stop: ShouldStop | None = None) -> OutliersFound:

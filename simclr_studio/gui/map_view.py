@@ -13,6 +13,7 @@ from PySide6.QtCore import QPointF, QSize, Qt, QThreadPool, Signal
 from PySide6.QtGui import QImage, QPainterPath, QPixmap
 from PySide6.QtWidgets import QGraphicsPathItem, QLabel
 
+from simclr_studio.gui.map_raster import RASTER_MIN_POINTS, PointRaster
 from simclr_studio.gui.thumbnails import load_qimage
 from simclr_studio.gui.workers import Workers, plain
 
@@ -35,8 +36,14 @@ class MapPoints(pg.ScatterPlotItem):
     before the view box sees it, so a click exactly on a dot did nothing. The map picks the nearest
     point in screen distance instead (``MapView.nearest``), the same for dots and the space between."""
 
+    drawn_elsewhere = False  # a big map's class layers are drawn by its PointRaster
+
     def mouseClickEvent(self, ev) -> None:
         ev.ignore()
+
+    def paint(self, painter, *args) -> None:
+        if not self.drawn_elsewhere:
+            super().paint(painter, *args)
 
     @classmethod
     def uniform(cls, x: np.ndarray, y: np.ndarray, **style) -> MapPoints:
@@ -145,6 +152,8 @@ class MapView(pg.PlotWidget):
         self.coords = np.zeros((0, 2), np.float32)
         self._marks: tuple = (None, (), ())  # what mark() was last told, kept when the points move
         self.groups: list[MapPoints] = []
+        self.raster = PointRaster(lambda: [g for g in self.groups if g.drawn_elsewhere])
+        self.plotItem.addItem(self.raster, ignoreBounds=True)
         self.selection_item = MapPoints(size=8, pen=pg.mkPen((20, 20, 20), width=1), brush=None)
         self.neighbour_item = MapPoints(size=12, pen=pg.mkPen((255, 140, 0), width=2), brush=None)
         self.focus_item = MapPoints(size=18, pen=pg.mkPen((220, 20, 60), width=3), brush=None)
@@ -196,11 +205,13 @@ class MapView(pg.PlotWidget):
             item = MapPoints.uniform(self.coords[rows, 0], self.coords[rows, 1], size=size, pen=None,
                                      brush=pg.mkBrush(*class_colour(g, len(names)), 200), name=name)
             item.rows = rows
+            item.drawn_elsewhere = len(coords) >= RASTER_MIN_POINTS
             self.plotItem.addItem(item)
             self.groups.append(item)
         self._marks: tuple = (None, (), ())
         self.mark()
         self.view.autoRange(padding=0.05)
+        self.raster.update()
 
     def move_points(self, coords: np.ndarray) -> None:
         """New coordinates for the same points (a t-SNE snapshot): groups, hidden classes and marks stay."""
@@ -212,6 +223,7 @@ class MapView(pg.PlotWidget):
             item.move_to(coords[item.rows, 0], coords[item.rows, 1])
         self.mark(*self._marks)
         self.view.autoRange(padding=0.05)
+        self.raster.update()
 
     def visible(self) -> np.ndarray:
         """Which points are shown (bool [N]): those of classes not hidden through the legend."""

@@ -210,7 +210,7 @@ class MapView(pg.PlotWidget):
             self.groups.append(item)
         self._marks: tuple = (None, (), ())
         self.mark()
-        self.view.autoRange(padding=0.05)
+        self._frame_all()
         self.raster.update()
 
     def move_points(self, coords: np.ndarray) -> None:
@@ -222,8 +222,16 @@ class MapView(pg.PlotWidget):
         for item in self.groups:
             item.move_to(coords[item.rows, 0], coords[item.rows, 1])
         self.mark(*self._marks)
-        self.view.autoRange(padding=0.05)
+        self._frame_all()
         self.raster.update()
+
+    def _frame_all(self) -> None:
+        """Every point in view, hidden classes' too (the view box's autoRange skips hidden items, so a
+        class hidden while t-SNE moved the points came back off-screen)."""
+        if len(self.coords) == 0:
+            return
+        lo, hi = self.coords.min(0), self.coords.max(0)
+        self.view.setRange(xRange=(float(lo[0]), float(hi[0])), yRange=(float(lo[1]), float(hi[1])), padding=0.05)
 
     def visible(self) -> np.ndarray:
         """Which points are shown (bool [N]): those of classes not hidden through the legend."""

@@ -258,7 +258,8 @@ def add_curate_parser(sub: Subparsers) -> None:
     c.description = (
         "Embed DATA_DIR with the run's encoder and write REPORT.csv, one row per finding, columns "
         "kind,group,path,score. duplicate: group numbers a group of near-duplicates (largest first), score = "
-        "cosine similarity to the group's first image; outlier: group = rank, score = 1 - mean similarity to "
+        "similarity to the group's first image (the highest of the features' cosine, the pixel signatures' "
+        "and crop similarity); outlier: group = rank, score = 1 - mean similarity to "
         "the 10 nearest images (higher = more unusual); mislabel (with class subfolders): group = "
         "'folder class→neighbours' vote', score = the vote's confidence.")
     _add_run_args(c)
@@ -266,7 +267,7 @@ def add_curate_parser(sub: Subparsers) -> None:
     c.add_argument("--out", required=True, metavar="REPORT.csv", help="the report: one row per finding")
     c.add_argument("--overwrite", action="store_true", help="replace REPORT.csv when it exists")
     c.add_argument("--duplicates", type=float, default=DEFAULT_DUPLICATE_THRESHOLD, metavar="T",
-                   help=f"group images whose cosine similarity is at least T (default {DEFAULT_DUPLICATE_THRESHOLD})")
+                   help=f"group images whose similarity is at least T (default {DEFAULT_DUPLICATE_THRESHOLD})")
     c.add_argument("--outliers", type=non_negative_int, metavar="N",
                    help=f"list the N most unusual images (default {DEFAULT_OUTLIERS}, at most "
                         f"{OUTLIER_SHARE * 100:g}%% of the folder; 0: none)")

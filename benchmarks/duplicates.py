@@ -134,19 +134,12 @@ def embed(run: Path, paths: list[str]) -> tuple[np.ndarray, np.ndarray]:
 MEASURES = ("features", "features or pixels", "features, pixels or crops")
 
 
-def both_ways(thumbs: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    from simclr_studio.crops import crop_similarity
-
-    s = crop_similarity(thumbs, np.r_[a, b], np.r_[b, a])
-    return np.maximum(s[: len(a)], s[len(a):])
-
-
 def measure(run: Path, distinct: list[str], rows: np.ndarray, copies: dict[str, list[str]]) -> dict:
     """Per measure: copies' similarity to their originals, distinct images' to their nearest other, and
     the share found / grouped at each threshold (with the groups ``duplicate_pairs`` forms). Crops are
     measured as the app does: a copy's crop similarity counts only when it or its original is among
     the other's nearest by features, in a folder of the distinct images and that kind of copy."""
-    from simclr_studio.crops import crop_pairs
+    from simclr_studio.crops import crop_pairs, pair_crop_similarity
     from simclr_studio.curate import knn_graph
     from simclr_studio.duplicates import CROP_FLOOR, CROP_NEIGHBOURS, duplicate_pairs
     from simclr_studio.neighbours import normalize_rows
@@ -173,7 +166,7 @@ def measure(run: Path, distinct: list[str], rows: np.ndarray, copies: dict[str, 
         folder = knn_graph(np.concatenate([base, feats]), CROP_NEIGHBOURS)[0]
         copy_rows = n + np.arange(len(rows))
         candidate = (folder[rows] == copy_rows[:, None]).any(1) | (folder[copy_rows] == rows[:, None]).any(1)
-        crop = both_ways(np.concatenate([base_thumbs, thumbs]), rows, copy_rows)
+        crop = pair_crop_similarity(np.concatenate([base_thumbs, thumbs]), rows, copy_rows)
         candidates[kind] = float(candidate.mean())
         copy_sims[MEASURES[0]][kind] = f
         copy_sims[MEASURES[1]][kind] = p

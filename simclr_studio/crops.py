@@ -158,6 +158,14 @@ def crop_similarity(thumbnails: np.ndarray, owners: np.ndarray, queries: np.ndar
     return scores
 
 
+def pair_crop_similarity(thumbnails: np.ndarray, i: np.ndarray, j: np.ndarray, whole: np.ndarray | None = None,
+                         should_stop: StopFn | None = None, progress: ProgressFn | None = None) -> np.ndarray:
+    """float32 [P]: the crop similarity of each pair (i, j), the higher of ``crop_similarity`` either way
+    round (j matching a box of i, or i a box of j)."""
+    both = crop_similarity(thumbnails, np.r_[i, j], np.r_[j, i], whole, should_stop, progress)
+    return np.maximum(both[: len(i)], both[len(i):])
+
+
 def crop_pairs(thumbnails: np.ndarray, neighbours: np.ndarray, floor: float, progress: ProgressFn | None = None,
                should_stop: StopFn | None = None,
                whole: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,9 +182,7 @@ def crop_pairs(thumbnails: np.ndarray, neighbours: np.ndarray, floor: float, pro
     key = np.sort(i * n + j)
     key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key  # each pair once
     i, j = key // n, key % n
-    owners, queries = np.r_[i, j], np.r_[j, i]  # both ways round
-    both = crop_similarity(thumbnails, owners, queries, whole, should_stop, progress)
-    sim = np.maximum(both[: len(i)], both[len(i):])
+    sim = pair_crop_similarity(thumbnails, i, j, whole, should_stop, progress)
     keep = sim >= np.float32(floor)
     i, j, sim = i[keep], j[keep], sim[keep]
     order = np.lexsort((j, i, -sim))

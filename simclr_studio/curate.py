@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from simclr_studio.duplicates import DuplicateGroup
+from simclr_studio.duplicates import CROP_NEIGHBOURS, DuplicateGroup
 from simclr_studio.neighbours import normalize_rows
 from simclr_studio.pair_search import TILE_COLS, kmeans, squared_distances
 
@@ -27,6 +27,7 @@ StopFn = Callable[[], bool]
 KNN_BLOCK = 2048  # the kNN graph's tiles are KNN_BLOCK × KNN_BLOCK
 OUTLIER_K = 10
 MISLABEL_K = 20
+GRAPH_K = max(OUTLIER_K, MISLABEL_K, CROP_NEIGHBOURS)  # one kNN graph serves outliers, mislabels and crops
 MISLABEL_TEMPERATURE = 0.1  # evaluate.knn_predict's weighting: exp(similarity / τ)
 MISLABEL_MIN_CONFIDENCE = 0.5  # the weighted vote's majority names another class than the folder's
 

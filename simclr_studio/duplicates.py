@@ -160,8 +160,7 @@ class DuplicatePairs:
                 a, b = unit[rows[part]], unit[firsts[part]]
                 scores[part] = np.maximum(scores[part], cosine64(a, b, squared_norms64(a), squared_norms64(b)))
         if self.thumbnails is not None and len(rows):
-            both = crops.crop_similarity(self.thumbnails, np.r_[rows, firsts], np.r_[firsts, rows], self.units[-1])
-            crop = np.maximum(both[: len(rows)], both[len(rows):])
+            crop = crops.pair_crop_similarity(self.thumbnails, rows, firsts, self.units[-1])
             scores = np.maximum(scores, np.where(crop >= np.float32(CROP_FLOOR), crop, -1.0).astype(np.float32))
         return scores
 

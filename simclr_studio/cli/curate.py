@@ -54,9 +54,8 @@ def cmd_curate(args: argparse.Namespace) -> int:
     scan, feats, thumbs = folder_embeddings(run, args.data_dir, args.batch_size, args.device, args.quiet)
     paths, n = scan.paths, len(scan.paths)
 
-    k = max(curate.OUTLIER_K, curate.MISLABEL_K, duplicates.CROP_NEIGHBOURS)  # one graph serves all three
     with _bar("neighbours", args.quiet) as progress:
-        graph = curate.knn_graph(feats, k, progress)
+        graph = curate.knn_graph(feats, curate.GRAPH_K, progress)
     with _bar("duplicates", args.quiet) as progress:
         pairs = duplicates.duplicate_pairs(feats, args.duplicates, progress, thumbnails=thumbs,
                                            neighbours=graph[0])

@@ -78,8 +78,7 @@ class Curation:
         for found in (self.duplicates, self.outliers, self.mislabels):
             if found is not None and found.of is embedded and found.graph is not None:
                 return found.graph
-        k = max(curate.OUTLIER_K, curate.MISLABEL_K, duplicates.CROP_NEIGHBOURS)  # one graph serves all three
-        return curate.knn_graph(embedded.embeddings.features, k, progress, should_stop)
+        return curate.knn_graph(embedded.embeddings.features, curate.GRAPH_K, progress, should_stop)
 
     # ---- findings ---------------------------------------------------------------------------------
     def find_duplicates(self, progress: Progress | None = None, should_stop: ShouldStop | None = None

@@ -4,13 +4,13 @@ keeps neighbourhoods, clusters for unlabeled folders, and picking points inside 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
 
 from simclr_studio.neighbours import normalize_rows
+from simclr_studio.tsne_gradient import ShouldStop, Snapshot, TsneGradient
 
 # t-SNE works on the cosine geometry of the features (the one kNN and the loss use): rows are
 # L2-normalised, then reduced to at most this many principal components, the usual speed-up.
@@ -22,12 +22,11 @@ EARLY_EXAGGERATION_ITER = 250
 # exaggerated ones are openTSNE's own default. Measured (benchmarks/explore.py features, neighbourhood_recall):
 # 500 keeps 0.347 at 10k and 0.264 at 50k points against 0.349 and 0.269 for 750, in two thirds of the time.
 TSNE_PERPLEXITY = 30.0
+NEIGHBOURS_PER_PERPLEXITY = 3  # openTSNE's and scikit-learn's neighbourhood size
 TSNE_ITERATIONS = 500
 EARLY_EXAGGERATION = 12.0
 MOMENTUM = 0.8  # openTSNE's, both phases
-# FFT's cost per iteration has a floor (its interpolation grid) that Barnes-Hut undercuts on small maps,
-# and threads only pay for themselves on bigger ones.
-FFT_MIN_POINTS = 5_000
+# Threads only pay for themselves on bigger maps (tsne_gradient.FFT_MIN_POINTS: where FFT takes over).
 THREADS_MIN_POINTS = 5_000
 # The FFT's interpolation grid: intervals of INTERVAL_WIDTH map units (3 nodes each), at least
 # MIN_INTERVALS per side. Its FFTs grow with the map's area and dominate the late iterations of big maps.
@@ -44,8 +43,6 @@ KMEANS_SAMPLE = 50_000
 KMEANS_STEPS = 10
 
 TsneMethod = Literal["auto", "opentsne", "sklearn"]
-Snapshot = Callable[[int, int, np.ndarray], None]  # iteration, total, coordinates float32 [N, 2] so far
-ShouldStop = Callable[[], bool]
 
 
 def pca_2d(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -113,15 +110,8 @@ def tsne_2d(features: np.ndarray, perplexity: float = TSNE_PERPLEXITY, seed: int
         method = "opentsne" if _has_opentsne() else "sklearn"
     if method == "sklearn":
         return _tsne_sklearn(x, perplexity, seed, n_jobs, max_iter)
-    # The points in the order of their first principal component: each one's neighbours then lie near it
-    # in memory, and openTSNE's attractive forces (about half of an iteration at 100k points) take ~30 %
-    # less time (116 → 82 ms per iteration at 100k). Maps and snapshots come back in the caller's order.
-    order = np.argsort(x[:, 0] if reduced else _pca(x, 1, seed)[:, 0], kind="stable")
-    inverse = np.empty_like(order)
-    inverse[order] = np.arange(n)
-    handout = None if snapshot is None else lambda done, total, coords: snapshot(done, total, coords[inverse])
-    gradient = _Gradient(handout, stop, snapshot_every_s, EARLY_EXAGGERATION_ITER + max_iter)
-    return _tsne_opentsne(np.ascontiguousarray(x[order]), perplexity, seed, n_jobs, max_iter, gradient)[inverse]
+    start = x[:, :2] if reduced else _pca(x, 2, seed)  # the PCA layout t-SNE starts from
+    return _tsne_opentsne(x, start, perplexity, seed, n_jobs, max_iter, snapshot, stop, snapshot_every_s)
 
 
 def preload() -> None:
@@ -152,66 +142,57 @@ def _tsne_sklearn(x: np.ndarray, perplexity: float, seed: int, n_jobs: int, max_
     return tsne.fit_transform(x).astype(np.float32)
 
 
-class _Gradient:
-    """openTSNE's gradient (FFT or Barnes-Hut), called once per iteration, and so also the place to hand out
-    the layout (at most every ``every_s`` seconds) and to check ``should_stop``. (openTSNE's callbacks
-    would do both, but each one makes it compute the KL divergence too, which costs as much as the
-    attraction itself.)"""
-
-    def __init__(self, snapshot: Snapshot | None, should_stop: ShouldStop, every_s: float, total: int) -> None:
-        self.snapshot, self.should_stop, self.every_s, self.total = snapshot, should_stop, every_s, total
-        self.done = 0  # iterations done
-        self.phase_end = 0  # iterations done at the end of the current phase
-        self.last = time.monotonic()
-
-    def check(self) -> None:
-        if self.should_stop():
-            raise InterruptedError("t-SNE stopped")
-
-    def run_phase(self, iterations: int) -> None:
-        self.phase_end = self.done + iterations
-        self.last = time.monotonic() if self.done == 0 else self.last
-
-    def __call__(self, embedding: np.ndarray, P: Any, **params: Any) -> tuple[float, np.ndarray]:
-        from openTSNE.tsne import kl_divergence_bh, kl_divergence_fft
-
-        if self.done >= self.phase_end:  # openTSNE's extra evaluation after a phase, for its error: not needed
-            return 0.0, np.zeros_like(embedding)
-        self.check()
-        now = time.monotonic()
-        if self.snapshot is not None and now - self.last >= self.every_s:
-            self.last = now
-            self.snapshot(self.done, self.total, np.array(embedding, dtype=np.float32))  # a copy
-        self.done += 1
-        params["should_eval_error"] = False  # the KL divergence costs as much as the attraction itself
-        if embedding.shape[0] < FFT_MIN_POINTS:
-            return kl_divergence_bh(embedding, P, **params)
-        return kl_divergence_fft(embedding, P, **params)
-
-
-def _tsne_opentsne(x: np.ndarray, perplexity: float, seed: int, n_jobs: int, max_iter: int,
-                   gradient: _Gradient) -> np.ndarray:
+def _tsne_opentsne(x: np.ndarray, start: np.ndarray, perplexity: float, seed: int, n_jobs: int, max_iter: int,
+                   snapshot: Snapshot | None, stop: ShouldStop, snapshot_every_s: float) -> np.ndarray:
     from openTSNE import TSNEEmbedding, affinity, initialization
     from openTSNE.nearest_neighbors import PrecomputedNeighbors
 
     n = x.shape[0]
     n_jobs = n_jobs if n >= THREADS_MIN_POINTS else 1
-    k = min(n - 1, int(3 * perplexity))  # openTSNE's (and scikit-learn's) neighbourhood size
-    indices, distances = nearest_neighbours(x, k, seed, gradient.check)
+    k = min(n - 1, int(NEIGHBOURS_PER_PERPLEXITY * perplexity))
+
+    def check() -> None:
+        if stop():
+            raise InterruptedError("t-SNE stopped")
+
+    indices, distances = nearest_neighbours(x, k, seed, check)
+    # openTSNE works on the points in an order where each one's neighbours lie near it in memory (the map
+    # and snapshots come back in the caller's order): its attraction, most of an iteration's work, then
+    # takes ~20 % less time than in the order of the first principal component, the order before.
+    order = locality_order(indices)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(n)
+    indices, distances, start = inverse[indices[order]], distances[order], start[order]
     affinities = affinity.PerplexityBasedNN(knn_index=PrecomputedNeighbors(indices, distances), perplexity=perplexity,
                                             n_jobs=n_jobs)
     del indices, distances
-    gradient.check()
+    check()
+    handout = None if snapshot is None else lambda done, total, coords: snapshot(done, total, coords[inverse])
+    gradient = TsneGradient(handout, stop, snapshot_every_s, EARLY_EXAGGERATION_ITER + max_iter)
     # The PCA layout, scaled down as t-SNE wants it; the jitter separates identical points.
-    init = initialization.jitter(initialization.rescale(x[:, :2].astype(np.float64)), random_state=seed)
+    init = initialization.jitter(initialization.rescale(start.astype(np.float64)), random_state=seed)
     embedding = TSNEEmbedding(init, affinities, negative_gradient_method=gradient, learning_rate="auto",
                               ints_in_interval=INTERVAL_WIDTH, min_num_intervals=MIN_INTERVALS, n_jobs=n_jobs,
                               random_state=seed)
-    for iterations, exaggeration in ((EARLY_EXAGGERATION_ITER, EARLY_EXAGGERATION), (max_iter, None)):
-        if iterations > 0:
-            gradient.run_phase(iterations)
-            embedding.optimize(n_iter=iterations, exaggeration=exaggeration, momentum=MOMENTUM, inplace=True)
-    return np.asarray(embedding, dtype=np.float32)
+    try:
+        for iterations, exaggeration in ((EARLY_EXAGGERATION_ITER, EARLY_EXAGGERATION), (max_iter, None)):
+            if iterations > 0:
+                gradient.run_phase(iterations)
+                embedding.optimize(n_iter=iterations, exaggeration=exaggeration, momentum=MOMENTUM, inplace=True)
+    finally:
+        gradient.close()
+    return np.asarray(embedding, dtype=np.float32)[inverse]
+
+
+def locality_order(indices: np.ndarray) -> np.ndarray:
+    """An order of the points (int64 [N]) in which each one's neighbours (``indices``, [N, k]) lie near it:
+    reverse Cuthill-McKee on the neighbour graph taken both ways, which is the pattern of t-SNE's P."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import reverse_cuthill_mckee
+
+    n, k = indices.shape
+    graph = csr_matrix((np.ones(n * k, np.int8), indices.ravel(), np.arange(0, n * k + 1, k)), shape=(n, n))
+    return reverse_cuthill_mckee(graph, symmetric_mode=False).astype(np.int64)
 
 
 def nearest_neighbours(x: np.ndarray, k: int, seed: int = 0,
@@ -230,7 +211,7 @@ def nearest_neighbours(x: np.ndarray, k: int, seed: int = 0,
             everyone = torch.arange(len(data))
             block = max(1, 2**24 // len(data))  # ~64 MB of distances at a time
             for start in range(0, len(data), block):
-                _search(data, everyone[start:start + block], everyone, k, indices, distances)
+                _search(data, everyone[start:start + block], everyone, k, indices, distances, self_at=start)
                 if check is not None:
                     check()
         else:
@@ -238,14 +219,19 @@ def nearest_neighbours(x: np.ndarray, k: int, seed: int = 0,
     return indices, distances
 
 
-def _search(data: Any, queries: Any, candidates: Any, k: int, indices: np.ndarray, distances: np.ndarray) -> None:
+def _search(data: Any, queries: Any, candidates: Any, k: int, indices: np.ndarray, distances: np.ndarray,
+            self_at: int | None = None) -> None:
     """The k nearest of ``candidates`` (row numbers, a tensor) to each of ``queries`` (row numbers, all among
-    the candidates), written into the queries' rows of ``indices`` and ``distances``."""
+    the candidates), written into the queries' rows of ``indices`` and ``distances``. ``self_at``: where
+    the queries stand among the candidates, in order, if they do (else they are looked for)."""
     import torch
 
     q, c = data[queries], data[candidates]
     d2 = torch.addmm((q * q).sum(1, keepdim=True) + (c * c).sum(1)[None, :], q, c.T, alpha=-2.0)
-    d2[queries[:, None] == candidates[None, :]] = torch.inf  # nobody is their own neighbour
+    if self_at is None:  # nobody is their own neighbour
+        d2[queries[:, None] == candidates[None, :]] = torch.inf
+    else:
+        d2.diagonal(self_at).fill_(torch.inf)
     values, found = torch.topk(d2, k, dim=1, largest=False, sorted=True)
     indices[queries.numpy()] = candidates[found].numpy()
     distances[queries.numpy()] = values.clamp_(min=0).sqrt_().numpy()
@@ -271,10 +257,12 @@ def _clustered_search(data: Any, k: int, seed: int, indices: np.ndarray, distanc
     for c, queries in enumerate(members):
         if len(queries) == 0:
             continue
-        candidates = torch.cat([members[p] for p in probes[c].tolist()])
+        # The cluster itself first, then those nearest to it.
+        candidates = torch.cat([queries] + [members[p] for p in probes[c].tolist() if p != c])
         if len(candidates) <= k:  # too few nearby (tiny clusters): all rows
-            candidates = torch.arange(n)
-        _search(data, queries, candidates, k, indices, distances)
+            _search(data, queries, torch.arange(n), k, indices, distances)
+        else:
+            _search(data, queries, candidates, k, indices, distances, self_at=0)
         if check is not None and c % 16 == 0:
             check()
 

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from simclr_studio import projection
+from simclr_studio import projection, tsne_gradient
 from simclr_studio.neighbours import normalize_rows
 from simclr_studio.projection import kmeans_labels, neighbourhood_recall, pca_2d, tsne_2d, tsne_method
 
@@ -85,12 +85,14 @@ def test_same_seed_same_map(short_exaggeration, monkeypatch):
     np.testing.assert_array_equal(first, tsne_2d(feats, max_iter=100, seed=3))
     assert not np.array_equal(first, tsne_2d(feats, max_iter=100, seed=4))
     # The big maps' way (FFT, neighbours searched by cluster, two threads), on a small one.
-    monkeypatch.setattr(projection, "FFT_MIN_POINTS", 0)
+    monkeypatch.setattr(tsne_gradient, "FFT_MIN_POINTS", 0)
     monkeypatch.setattr(projection, "THREADS_MIN_POINTS", 0)
     monkeypatch.setattr(projection, "EXACT_KNN_MAX", 0)
     feats, labels = clustered(200, clusters=4)
     first = tsne_2d(feats, max_iter=50, seed=3, n_jobs=2)
     np.testing.assert_array_equal(first, tsne_2d(feats, max_iter=50, seed=3, n_jobs=2))
+    # The attraction's rows are split between two threads by their timing: the map does not depend on it.
+    np.testing.assert_array_equal(first, tsne_2d(feats, max_iter=50, seed=3, n_jobs=1))
     assert nearest_on_map_shares_cluster(first, labels) > 0.9
 
 
@@ -144,3 +146,20 @@ def test_maps_and_snapshots_come_back_in_the_callers_order(short_exaggeration):
     assert nearest_on_map_shares_cluster(coords, labels) > 0.9
     assert nearest_on_map_shares_cluster(snapshots[-1], labels) > 0.9
     assert np.abs(snapshots[-1] - coords).max() < 0.2 * np.ptp(coords)  # the last snapshot is nearly the map
+
+
+def test_locality_order_puts_neighbours_near_each_other():
+    """t-SNE runs on the points in this order (for speed): a permutation in which a shuffled chain's
+    neighbours lie next to each other again."""
+    n = 2000
+    shuffle = np.random.default_rng(0).permutation(n)  # the chain's point p is row shuffle[p]
+    before, after = np.arange(n) - 1, np.arange(n) + 1
+    before[0], after[-1] = 1, n - 2  # the ends: their one neighbour twice
+    chain = np.empty((n, 2), np.int64)  # each row's neighbours along the chain
+    chain[shuffle] = np.stack([shuffle[before], shuffle[after]], 1)
+    order = projection.locality_order(chain)
+    assert order.dtype == np.int64 and np.array_equal(np.sort(order), np.arange(n))
+    position = np.empty(n, np.int64)
+    position[order] = np.arange(n)
+    assert np.abs(position[chain] - position[:, None]).max() == 1  # neighbours are next to each other
+    assert np.median(np.abs(chain - np.arange(n)[:, None])) > 100  # in the rows' own order they were not

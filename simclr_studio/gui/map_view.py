@@ -22,6 +22,7 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
            (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 PICK_RADIUS_PX = 8
 HOVER_SIZE = 112  # the hovered image, in the map's top-right corner
+SAMPLE_SIZE = 11  # a legend entry's disc, pixels
 
 
 def class_colour(i: int, n: int) -> tuple[int, int, int]:
@@ -29,6 +30,20 @@ def class_colour(i: int, n: int) -> tuple[int, int, int]:
         return PALETTE[i]
     c = pg.intColor(i, hues=n, values=1, maxValue=230, minValue=150)
     return c.red(), c.green(), c.blue()
+
+
+class ClassSample(pg.ItemSample):
+    """A legend entry's sample: its class's colour as a disc of ``SAMPLE_SIZE`` pixels, whatever the
+    size of the map's dots (big maps' 5-pixel dots made specks of the samples). Hidden: pyqtgraph's eye."""
+
+    def paint(self, p, *args) -> None:  # type: ignore[no-untyped-def]
+        if not self.item.isVisible():
+            super().paint(p, *args)
+            return
+        p.setRenderHint(p.RenderHint.Antialiasing)
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(pg.mkBrush(self.item.opts["brush"]))
+        p.drawEllipse(QPointF(10, 10), SAMPLE_SIZE / 2, SAMPLE_SIZE / 2)
 
 
 class MapPoints(pg.ScatterPlotItem):
@@ -147,7 +162,7 @@ class MapView(pg.PlotWidget):
         self.plotItem.hideAxis("left")
         self.plotItem.hideAxis("bottom")
         self.plotItem.setMenuEnabled(False)
-        self.legend = self.plotItem.addLegend(offset=(8, 8), labelTextSize="9pt")
+        self.legend = self.plotItem.addLegend(offset=(8, 8), labelTextSize="9pt", sampleType=ClassSample)
         self.legend.setZValue(1000)  # above every point layer: the points were drawn over the entries
         self.coords = np.zeros((0, 2), np.float32)
         self._marks: tuple = (None, (), ())  # what mark() was last told, kept when the points move

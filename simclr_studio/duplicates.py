@@ -88,7 +88,8 @@ class DuplicatePairs:
     floor: float  # the threshold searched at (raised from the one asked when MAX_DUPLICATE_PAIRS was reached)
     n: int  # rows in the features
     units: tuple[np.ndarray, ...] = field(repr=False, compare=False)  # normalised features (and signatures)
-    thumbnails: np.ndarray | None = field(default=None, repr=False, compare=False)  # when crops were searched
+    # When crops were searched: the thumbnails and their normalised signatures (crop similarity's inputs).
+    crop_inputs: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     def _check(self, threshold: float) -> None:
         if threshold < self.floor:
@@ -159,8 +160,9 @@ class DuplicatePairs:
             for unit in self.units:
                 a, b = unit[rows[part]], unit[firsts[part]]
                 scores[part] = np.maximum(scores[part], cosine64(a, b, squared_norms64(a), squared_norms64(b)))
-        if self.thumbnails is not None and len(rows):
-            crop = crops.pair_crop_similarity(self.thumbnails, rows, firsts, self.units[-1])
+        if self.crop_inputs is not None and len(rows):
+            thumbnails, signatures = self.crop_inputs
+            crop = crops.pair_crop_similarity(thumbnails, rows, firsts, signatures)
             scores = np.maximum(scores, np.where(crop >= np.float32(CROP_FLOOR), crop, -1.0).astype(np.float32))
         return scores
 
@@ -193,7 +195,8 @@ def duplicate_pairs(features: np.ndarray, floor: float = DUPLICATE_FLOOR, progre
         found.append((channels[1], i, j, sim, floor))
     i, j, sim, floor = found[0][1:] if len(found) == 1 else _merge(found, max_pairs)
     units = tuple(unit for unit, *_ in found[:len(channels)])
-    pairs = DuplicatePairs(i, j, sim, floor, len(features), units, thumbnails if neighbours is not None else None)
+    crop_inputs = None if neighbours is None or thumbnails is None else (thumbnails, units[1])
+    pairs = DuplicatePairs(i, j, sim, floor, len(features), units, crop_inputs)
     pairs.count(pairs.floor)  # builds the forest here, in the search's thread: a slider's first count is instant
     return pairs
 

@@ -117,6 +117,31 @@ def test_the_map_legend_is_above_the_points_and_readable(qtbot):
     assert view.legend.opts["labelTextColor"].lightness() > 200
 
 
+def test_legend_samples_are_readable_discs_on_big_maps(qtbot):
+    """A big map's dots are 5 pixels; its legend samples stay discs of SAMPLE_SIZE in the class colour."""
+    import numpy as np
+    from PySide6.QtGui import QColor, QImage, QPainter
+
+    from simclr_studio.gui.map_view import SAMPLE_SIZE, MapView, class_colour
+
+    view = MapView()
+    qtbot.addWidget(view)
+    coords = np.random.default_rng(0).normal(size=(6000, 2)).astype(np.float32)
+    view.set_points(coords, np.arange(6000) % 2, ["a", "b"])
+    assert view.groups[0].opts["size"] == 5
+    for g, (sample, _) in enumerate(view.legend.items):
+        image = QImage(20, 20, QImage.Format.Format_ARGB32)
+        image.fill(0)
+        painter = QPainter(image)
+        sample.paint(painter)
+        painter.end()
+        colour = class_colour(g, 2)
+        pixels = [QColor(image.pixel(x, y)) for x in range(20) for y in range(20)]
+        close = [max(abs(a - b) for a, b in zip(c.getRgb()[:3], colour, strict=True)) <= 3 for c in pixels]
+        coloured = sum(c.alpha() > 150 and near for c, near in zip(pixels, close, strict=True))
+        assert coloured > 0.6 * np.pi * (SAMPLE_SIZE / 2) ** 2, coloured  # a disc's area (its edge anti-aliased)
+
+
 def test_the_welcome_page_reopens_a_recent_folder(qtbot, tmp_path, monkeypatch):
     monkeypatch.setenv("SIMCLR_STUDIO_RUNS", str(tmp_path / "runs"))
     folder = make_image_folder(tmp_path / "my images", classes=2, per_class=3, size=16)

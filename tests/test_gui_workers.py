@@ -79,7 +79,11 @@ def test_queued_calls_cancelled_in_a_pool_never_run(qtbot):
     gate = threading.Event()
     ran = []
     workers = Workers(pool=pool)
-    workers.start("blocker", plain(lambda: gate.wait(5)))
+    busy = threading.Event()
+    workers.start("blocker", plain(lambda: (busy.set(), gate.wait(5))))
+    # The pool's one thread must be taken before the others are queued: a blocker still in the queue is
+    # taken back by cancel_all, and the thread then started one of the others before its cancel came.
+    assert busy.wait(5)
     for i in range(10):
         workers.start(i, plain(lambda i=i: ran.append(i)))
     workers.cancel_all()

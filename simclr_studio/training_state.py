@@ -24,6 +24,7 @@ from simclr_studio.checkpoint import CheckpointError, DiskFullError, save_traini
 from simclr_studio.config import RunConfig
 from simclr_studio.optim import lr_at
 from simclr_studio.run_folder import RunFolder
+from simclr_studio.sizes import format_size
 
 if TYPE_CHECKING:
     from simclr_studio.batches import BatchSource
@@ -179,9 +180,8 @@ def _free_bytes(folder: Path) -> int | None:
 
 
 def _disk_full(path: Path, free: int | None, needed: int, kept: str) -> str:
-    mb = 1024 * 1024
-    free_text = f"{free / mb:.0f} MB free, " if free is not None else ""
-    return f"disk full: cannot write {path} ({free_text}about {max(1.0, needed / mb):.0f} MB needed); {kept}"
+    free_text = f"{format_size(free)} free, " if free is not None else ""
+    return f"disk full: cannot write {path} ({free_text}about {format_size(needed)} needed); {kept}"
 
 
 def saved_world_size(state: dict[str, Any]) -> int:

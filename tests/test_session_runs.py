@@ -15,6 +15,7 @@ from simclr_studio.run_folder import RunFolder
 from simclr_studio.run_lock import RunLock
 from simclr_studio.session import runs
 from simclr_studio.session.runs import RunsError
+from simclr_studio.sizes import format_size
 
 
 def synthetic_events(epochs: int = 2, steps_per_epoch: int = 3, status: str | None = "completed", t0: float = 1000.0,
@@ -143,7 +144,7 @@ def test_delete_plan_says_what_goes_and_delete_removes_it(tmp_path):
     assert plan.size_bytes == sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
     text = plan.describe()
     assert str(run) in text and "2 checkpoints" in text and "4 files" in text
-    assert runs.format_size(plan.size_bytes) in text
+    assert format_size(plan.size_bytes) in text
     runs.delete_run(plan)
     assert not run.exists()
 

@@ -24,6 +24,7 @@ from typing import cast
 from simclr_studio.config import RunConfig
 from simclr_studio.image_cache import cache_bytes, fits_in_ram, plan_cache_layout
 from simclr_studio.session.wording import format_minutes, format_seconds
+from simclr_studio.sizes import format_size
 
 PROBE_BUDGET_S = 2.5  # the most compute a measure should take (a single step may run past it)
 PROBE_BATCH = 16  # the batch timed first; a larger one is timed too only when it fits the budget
@@ -146,12 +147,12 @@ class CachePlan:
     available_bytes: int | None = None  # the machine's free memory now, when known
 
     def text(self) -> str:
-        need, budget = _size(self.bytes), _size(self.budget_bytes)
+        need, budget = format_size(self.bytes), format_size(self.budget_bytes)
         if not self.fits:
             return f"Images: streamed from disk each epoch ({need} would exceed the {budget} RAM cache budget)"
         text = f"Images: decoded once into RAM ({need} of the {budget} cache budget)"
         if self.available_bytes is not None and self.bytes > self.available_bytes:
-            text += f"; only {_size(self.available_bytes)} of memory is free now"
+            text += f"; only {format_size(self.available_bytes)} of memory is free now"
         return text
 
 
@@ -214,9 +215,3 @@ def _duration(seconds: float) -> str:
 def _epochs(epochs: float) -> str:
     n = f"{epochs:.1f}" if epochs < 10 and epochs != int(epochs) else f"{epochs:,.0f}"
     return f"{n} epoch" if n == "1" else f"{n} epochs"
-
-
-def _size(n_bytes: float) -> str:
-    if n_bytes >= GB:
-        return f"{n_bytes / GB:.1f} GB"
-    return f"{max(1, round(n_bytes / (1 << 20)))} MB"

@@ -30,6 +30,7 @@ from simclr_studio.events import (
     read_events,
 )
 from simclr_studio.run_folder import RunFolder
+from simclr_studio.sizes import format_size
 
 TAIL_BYTES = 64 * 1024  # the first tail read; it grows while the summary misses something
 KNN_SEARCH_BYTES = 16 * 1024 * 1024  # how far back a kNN measurement is looked for (unlabelled runs have none)
@@ -227,14 +228,6 @@ class DeletePlan:
                  f"{len(self.checkpoints)} checkpoint{'' if len(self.checkpoints) == 1 else 's'}"
                  + (f": {', '.join(self.checkpoints)}" if self.checkpoints else "")]
         return "\n".join(lines)
-
-
-def format_size(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1000 or unit == "GB":
-            return f"{int(n)} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"  # unreachable; for the type checker
 
 
 def plan_delete(path: str | Path) -> DeletePlan:

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
+from simclr_studio.gui.theme import canvas_colour
 from simclr_studio.gui.workers import Worker
 
 MAP_PNG_WIDTH = 1600
@@ -53,7 +54,7 @@ def map_title(run_dir: Path, checkpoint: Path, map_name: str, when: datetime | N
 def titled(image: QImage, title: str, dark: bool = False) -> QImage:
     """``image`` with ``title`` written in a band above it (what the PNG shows, once out of the app)."""
     out = QImage(image.width(), image.height() + TITLE_HEIGHT, QImage.Format.Format_ARGB32)
-    out.fill(QColor("#1e1f22" if dark else "white"))
+    out.fill(QColor(canvas_colour(dark)))
     painter = QPainter(out)
     painter.drawImage(0, TITLE_HEIGHT, image)
     font = QFont()

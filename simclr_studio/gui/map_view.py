@@ -10,10 +10,11 @@ from collections.abc import Sequence
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, QSize, Qt, QThreadPool, Signal
-from PySide6.QtGui import QImage, QPainterPath, QPixmap
+from PySide6.QtGui import QColor, QImage, QPainterPath, QPixmap
 from PySide6.QtWidgets import QGraphicsPathItem, QLabel
 
 from simclr_studio.gui.map_raster import RASTER_MIN_POINTS, PointRaster
+from simclr_studio.gui.theme import canvas_colour
 from simclr_studio.gui.thumbnails import load_qimage
 from simclr_studio.gui.workers import Workers, plain
 
@@ -191,9 +192,11 @@ class MapView(pg.PlotWidget):
 
     def apply_theme(self, dark: bool) -> None:
         self.dark = dark
-        self.setBackground("#1e1f22" if dark else "w")
+        self.setBackground(canvas_colour(dark))
         # The legend on a near-opaque card of the background, in full-contrast text (it was pale grey).
-        self.legend.setBrush(pg.mkBrush((30, 31, 34, 230) if dark else (255, 255, 255, 230)))
+        card = QColor(canvas_colour(dark))
+        card.setAlpha(230)
+        self.legend.setBrush(pg.mkBrush(card))
         self.legend.setPen(pg.mkPen((90, 92, 98) if dark else (200, 200, 200)))
         self.legend.setLabelTextColor((235, 235, 235) if dark else (20, 20, 20))
         ink = (235, 235, 235) if dark else (20, 20, 20)  # outlines that stand out from the background

@@ -6,9 +6,11 @@ from collections.abc import Iterable
 
 import pyqtgraph as pg
 
+from simclr_studio.gui.theme import canvas_colour
+
 
 def style_plots(canvas: pg.GraphicsLayoutWidget, plots: Iterable[pg.PlotItem], dark: bool) -> None:
-    canvas.setBackground("#1e1f22" if dark else "w")
+    canvas.setBackground(canvas_colour(dark))
     axis_pen = pg.mkPen("#c8c8c8" if dark else "#444")
     for plot in plots:
         for name in ("left", "bottom"):

@@ -19,6 +19,12 @@ DARK = {
 }
 
 
+
+def canvas_colour(dark: bool) -> str:
+    """The background of plots, the map and the exported map: the dark theme's Base, or white."""
+    return DARK[QPalette.ColorRole.Base] if dark else "#ffffff"
+
+
 class StudioStyle(QProxyStyle):
     """Fusion, with check boxes and radio buttons outlined in the text's colour: Fusion outlines them a
     shade darker than the window, which on the dark theme left unchecked boxes nearly invisible."""

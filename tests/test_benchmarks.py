@@ -1,9 +1,20 @@
-"""Each benchmark script runs end to end at a toy size (the numbers themselves are not checked here)."""
+"""Each benchmark script runs end to end at a toy size (the numbers themselves are not checked here).
+
+The scripts of the tests selected start together, two at a time, when the first of them asks (each is
+mostly one core's work: imports, decoding, a short training), and each test waits for its own run: the
+module takes a little over half its time one after the other. Nothing here is timed, so the overlap
+changes no assertion."""
+
+from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from conftest import REPO
@@ -11,15 +22,83 @@ from conftest import REPO
 pytestmark = pytest.mark.slow  # each runs a benchmark script end to end
 
 
-def run_script(*args, timeout=600):
+def run_script(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
     return subprocess.run([sys.executable, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_gui_latency_runs(tmp_path):
-    out = tmp_path / "gui.json"
-    result = run_script("benchmarks/gui_latency.py", "--epochs", "1", "--repeats", "1", "--stall-runs", "1",
-                        "--big-folder", "40", "--out", str(out))
+def fashion_mnist_missing() -> str | None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT
+
+    return None if DEFAULT_DIR.exists() else f"Fashion-MNIST is not installed; {INSTALL_HINT}"
+
+
+def scripts() -> dict[str, tuple[str | None, Callable[[Path], list[str]]]]:
+    """Each test's script: why it cannot run here (or None) and its command line, given a folder of its
+    own. The longest first, so that the two at a time end together."""
+    fmnist = fashion_mnist_missing()
+    npm = None if shutil.which("npm") else "the colour benchmark fetches its images with npm"
+    return {
+        "test_gui_latency_runs": (None, lambda d: [
+            "benchmarks/gui_latency.py", "--epochs", "1", "--repeats", "1", "--stall-runs", "1", "--big-folder", "40",
+            "--out", str(d / "gui.json")]),
+        "test_duplicates_benchmark_runs": (fmnist, lambda d: [
+            "benchmarks/duplicates.py", "--quick", "--minutes", "0.1", "--work", str(d / "work"),
+            "--out", str(d / "duplicates.json")]),
+        "test_explore_benchmark_runs": (fmnist, lambda d: [
+            "benchmarks/explore.py", "--quick", "--out", str(d / "explore.json"), "--cache", str(d / "cache")]),
+        "test_fmnist_benchmark_runs": (fmnist, lambda d: [
+            "benchmarks/fmnist.py", "--limit-train", "600", "--limit-test", "200", "--minutes", "0.15",
+            "--work", str(d / "work"), "--out", str(d / "fmnist.json")]),
+        "test_colour_benchmark_runs": (npm, lambda d: [
+            "benchmarks/colour.py", "--limit-train", "300", "--limit-test", "90", "--minutes", "0.15",
+            "--work", str(d / "work"), "--out", str(d / "colour.json")]),
+        "test_explore_latency_benchmark_runs": (None, lambda d: [
+            "benchmarks/explore_latency.py", "--n", "1500", "--out", str(d / "latency.json")]),
+        "test_startup_benchmark_runs": (None, lambda d: [
+            "benchmarks/startup.py", "--runs", "1", "--out", str(d / "startup.json")]),
+        "test_throughput_benchmark_runs": (None, lambda d: [
+            "benchmarks/throughput.py", "--batch", "8", "--gray-size", "16", "--colour-size", "16", "--steps", "2",
+            "--warmup", "1", "--repeats", "1", "--threads", "1", "--work", str(d / "work"),
+            "--out", str(d / "throughput.json")]),
+        "test_throughput_colour_case_alone": (None, lambda d: [
+            "benchmarks/throughput.py", "--case", "colour", "--no-peer", "--batch", "4", "--colour-size", "16",
+            "--steps", "1", "--warmup", "1", "--repeats", "1", "--threads", "1", "--work", str(d / "work"),
+            "--out", str(d / "throughput.json")]),
+    }
+
+
+class Launched:
+    """The selected tests' scripts, running two at a time; ``launched(test)`` waits for that test's."""
+
+    def __init__(self, selected: set[str], tmp_path_factory: pytest.TempPathFactory) -> None:
+        self.pool = ThreadPoolExecutor(2)
+        self.runs: dict[str, tuple[str | None, Future | None, Path]] = {}
+        for name, (missing, command) in scripts().items():
+            if name in selected:
+                folder = tmp_path_factory.mktemp(name.removeprefix("test_"))
+                self.runs[name] = (missing, None if missing else self.pool.submit(run_script, *command(folder)),
+                                   folder)
+
+    def __call__(self, request: pytest.FixtureRequest) -> tuple[subprocess.CompletedProcess, Path]:
+        missing, run, folder = self.runs[request.node.name]
+        if missing is not None or run is None:
+            pytest.skip(missing or "not run")
+        return run.result(), folder
+
+
+@pytest.fixture(scope="module")
+def launched(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    runs = Launched({item.name for item in request.session.items if getattr(item, "module", None) is request.module},
+                    tmp_path_factory)
+    yield runs
+    runs.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def test_gui_latency_runs(launched, request):
+    result, folder = launched(request)
+    out = folder / "gui.json"
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert data["in_window_images_per_s"] > 0 and data["headless_images_per_s"] > 0
@@ -27,16 +106,9 @@ def test_gui_latency_runs(tmp_path):
     assert "UI overhead" in result.stdout
 
 
-def test_explore_benchmark_runs(tmp_path):
-    import pytest
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT
-
-    if not DEFAULT_DIR.exists():
-        pytest.skip(f"Fashion-MNIST is not installed; {INSTALL_HINT}")
-    out = tmp_path / "explore.json"
-    result = run_script("benchmarks/explore.py", "--quick", "--out", str(out), "--cache", str(tmp_path / "cache"))
+def test_explore_benchmark_runs(launched, request):
+    result, folder = launched(request)
+    out = folder / "explore.json"
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {r["case"]: r for r in json.loads(out.read_text())["results"]}
     assert set(rows) == {"extract", "pca", "tsne", "neighbours", "scan", "map_redraw"}
@@ -44,9 +116,9 @@ def test_explore_benchmark_runs(tmp_path):
     assert rows["neighbours"]["query_ms_median"] > 0 and all(r["peak_rss_mb"] > 0 for r in rows.values())
 
 
-def test_explore_latency_benchmark_runs(tmp_path):
-    out = tmp_path / "latency.json"
-    result = run_script("benchmarks/explore_latency.py", "--n", "1500", "--out", str(out))
+def test_explore_latency_benchmark_runs(launched, request):
+    result, folder = launched(request)
+    out = folder / "latency.json"
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     steps = ("tsne_live", "duplicates_search", "duplicates_slider", "duplicates_groups_drawn", "outliers", "mislabels")
@@ -55,15 +127,9 @@ def test_explore_latency_benchmark_runs(tmp_path):
     assert "worst stall" in result.stdout
 
 
-def test_duplicates_benchmark_runs(tmp_path):
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT
-
-    if not DEFAULT_DIR.exists():
-        pytest.skip(f"Fashion-MNIST is not installed; {INSTALL_HINT}")
-    out = tmp_path / "duplicates.json"
-    result = run_script("benchmarks/duplicates.py", "--quick", "--minutes", "0.1", "--work", str(tmp_path / "work"),
-                        "--out", str(out))
+def test_duplicates_benchmark_runs(launched, request):
+    result, folder = launched(request)
+    out = folder / "duplicates.json"
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())["fmnist"]
     both = data["features or pixels"]["table"]
@@ -73,17 +139,9 @@ def test_duplicates_benchmark_runs(tmp_path):
     assert data["n_copied"] == 200 and "== similarity: features, pixels or crops ==" in result.stdout
 
 
-def test_fmnist_benchmark_runs(tmp_path):
-    import pytest
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from fashion_mnist import DEFAULT_DIR, INSTALL_HINT
-
-    if not DEFAULT_DIR.exists():
-        pytest.skip(f"Fashion-MNIST is not installed; {INSTALL_HINT}")
-    out = tmp_path / "fmnist.json"
-    result = run_script("benchmarks/fmnist.py", "--limit-train", "600", "--limit-test", "200", "--minutes", "0.15",
-                        "--work", str(tmp_path / "work"), "--out", str(out))
+def test_fmnist_benchmark_runs(launched, request):
+    result, folder = launched(request)
+    out = folder / "fmnist.json"
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert [r["features"] for r in data["results"]] == ["raw pixels", "random encoder", "SimCLR"]
@@ -95,16 +153,9 @@ def test_fmnist_benchmark_runs(tmp_path):
     assert "SimCLR over the best baseline" in result.stdout
 
 
-def test_colour_benchmark_runs(tmp_path):
-    import shutil
-
-    import pytest
-
-    if shutil.which("npm") is None:
-        pytest.skip("the colour benchmark fetches its images with npm")
-    out = tmp_path / "colour.json"
-    result = run_script("benchmarks/colour.py", "--limit-train", "300", "--limit-test", "90", "--minutes", "0.15",
-                        "--work", str(tmp_path / "work"), "--out", str(out))
+def test_colour_benchmark_runs(launched, request):
+    result, folder = launched(request)
+    out = folder / "colour.json"
     if result.returncode != 0 and "npm" in result.stderr and "registry" in result.stderr.lower():
         pytest.skip("the npm registry could not be reached")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -114,13 +165,11 @@ def test_colour_benchmark_runs(tmp_path):
     assert data["targets"] == {} and "SimCLR over the best baseline" in result.stdout
 
 
-def test_throughput_benchmark_runs(tmp_path):
+def test_throughput_benchmark_runs(launched, request):
     """Both cases at a toy size: (a), (b) and, with lightly installed, (c), with ratios and targets per case,
     and the colour case on the whole-image cache (shorter side 1.5 × the training size)."""
-    out = tmp_path / "throughput.json"
-    result = run_script("benchmarks/throughput.py", "--batch", "8", "--gray-size", "16", "--colour-size", "16",
-                        "--steps", "2", "--warmup", "1", "--repeats", "1", "--threads", "1",
-                        "--work", str(tmp_path / "work"), "--out", str(out))
+    result, folder = launched(request)
+    out = folder / "throughput.json"
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert list(data["cases"]) == ["gray", "colour"]
@@ -150,22 +199,19 @@ def test_throughput_benchmark_runs(tmp_path):
     assert result.stdout.count("a/b = ") == 2
 
 
-def test_throughput_colour_case_alone(tmp_path):
+def test_throughput_colour_case_alone(launched, request):
     """``--case colour`` measures only the colour case; its folder is deterministic, coloured, landscape and
     portrait at 2 × 1.5 times the training size."""
     import numpy as np
     from PIL import Image
 
-    out = tmp_path / "throughput.json"
-    result = run_script("benchmarks/throughput.py", "--case", "colour", "--no-peer", "--batch", "4",
-                        "--colour-size", "16", "--steps", "1", "--warmup", "1", "--repeats", "1", "--threads", "1",
-                        "--work", str(tmp_path / "work"), "--out", str(out))
+    result, folder = launched(request)
+    out = folder / "throughput.json"
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert list(data["cases"]) == ["colour"] and data["peer"] is None
     assert "gray: " not in result.stdout
-    folder = tmp_path / "work" / "colour-8-16"
-    files = sorted(folder.glob("*.jpg"))
+    files = sorted((folder / "work" / "colour-8-16").glob("*.jpg"))
     assert len(files) == 8
     images = [np.asarray(Image.open(f).convert("RGB")) for f in files]
     assert {im.shape for im in images} == {(24, 32, 3), (32, 24, 3)}
@@ -179,9 +225,9 @@ def test_throughput_colour_case_alone(tmp_path):
     assert not np.array_equal(colour_image(3, 16), colour_image(5, 16))
 
 
-def test_startup_benchmark_runs(tmp_path):
-    out = tmp_path / "startup.json"
-    result = run_script("benchmarks/startup.py", "--runs", "1", "--out", str(out))
+def test_startup_benchmark_runs(launched, request):
+    result, folder = launched(request)
+    out = folder / "startup.json"
     assert result.returncode == 0, result.stderr[-2000:]
     data = json.loads(out.read_text())
     assert 0 < data["splash_s"]["median"] < data["window_s"]["median"]

@@ -121,7 +121,7 @@ def test_delete_says_what_goes_and_asks_first(panel, qtbot, runs_root, monkeypat
     assert run.is_dir()  # "No": nothing goes
     size = sum(p.stat().st_size for p in run.rglob("*") if p.is_file())
     text = asked[0]
-    assert str(run) in text and "4 files" in text and f"{size / 1000:.1f} KB" in text
+    assert str(run) in text and "4 files" in text and f"{size / 1024:.1f} KB" in text
     assert "2 checkpoints: last.pt, epoch_0002.pt" in text
     answer[0] = QMessageBox.StandardButton.Yes
     panel.delete_button.click()

@@ -19,7 +19,6 @@ DARK = {
 }
 
 
-
 def canvas_colour(dark: bool) -> str:
     """The background of plots, the map and the exported map: the dark theme's Base, or white."""
     return DARK[QPalette.ColorRole.Base] if dark else "#ffffff"

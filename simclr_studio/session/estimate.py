@@ -24,12 +24,11 @@ from typing import cast
 from simclr_studio.config import RunConfig
 from simclr_studio.image_cache import cache_bytes, fits_in_ram, plan_cache_layout
 from simclr_studio.session.wording import format_minutes, format_seconds
-from simclr_studio.sizes import format_size
+from simclr_studio.sizes import GB, format_size
 
 PROBE_BUDGET_S = 2.5  # the most compute a measure should take (a single step may run past it)
 PROBE_BATCH = 16  # the batch timed first; a larger one is timed too only when it fits the budget
 TIMED_STEPS = 3  # at most, after one untimed step that allocates (the engine's StepTimes skips it too)
-GB = 1 << 30
 
 
 @dataclass(frozen=True)

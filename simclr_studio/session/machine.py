@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import psutil
 
-GB = 1 << 30
+from simclr_studio.sizes import GB
 
 
 @dataclass(frozen=True)
